@@ -1,0 +1,450 @@
+// easycache: runtime-adaptive caching for diffusion denoisers.
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <functional>
+#include <limits>
+#include <optional>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "config.hpp"
+#include "error.hpp"
+#include "policy.hpp"
+#include "tensor_traits.hpp"
+#include "trace.hpp"
+#include "types.hpp"
+#include "detail/format.hpp"
+#include "detail/invoke.hpp"
+#include "detail/macros.hpp"
+
+namespace easycache {
+
+namespace detail {
+// Stands in for tensor_traits<T> when T is unsupported, so that the one
+// static_assert in controller is the only diagnostic the user sees.
+template <class T>
+struct placeholder_traits {
+  using buffer_type = int;
+  using workspace_type = int;
+  static std::size_t size(const T&) { return 0; }
+  static void allocate(buffer_type&, const T&) {}
+  static void prepare(workspace_type&, const T&) {}
+  static void reduce_abs_diff(workspace_type&, statistic_slot, const T&, const buffer_type&,
+                              const statistics_sampling&) {}
+  static void apply_delta(const T&, const buffer_type&, T&, buffer_type*) {}
+  static void commit(workspace_type&, const T&, const T&, buffer_type&, buffer_type&, bool,
+                     const statistics_sampling&) {}
+  static void store_delta(const T&, const T&, buffer_type&) {}
+  static void read(workspace_type&, double (&)[statistic_slot_count]) {}
+};
+}  // namespace detail
+
+/// Runtime-adaptive cache around a denoiser (EasyCache, arXiv 2507.02860).
+///
+/// Each call of step() either calls the denoiser or returns the input plus the
+/// transformation vector (output − input) cached at the last computed step,
+/// following the rules of algorithm.md (see docs/design.md). One controller
+/// serves any number of generations: step 0 starts a new one.
+///
+/// \tparam Tensor  any type with a complete easycache::tensor_traits<Tensor>.
+/// \tparam Policy  the decision rule; easycache_policy is the reference rule.
+template <class Tensor, class Policy = easycache_policy>
+class controller {
+  static_assert(detail::has_traits<Tensor>::value,
+                "easycache: no easycache::tensor_traits for this tensor type. Include the backend header for it "
+                "(easycache/eigen.hpp, easycache/host_buffer.hpp, easycache/cuda.cuh, easycache/torch.hpp) or "
+                "specialize easycache::tensor_traits<YourTensor> (see docs/custom-tensor.md).");
+  static_assert(!detail::has_traits<Tensor>::value || is_tensor_v<Tensor>,
+                "easycache: easycache::tensor_traits<YourTensor> is specialized but lacks a required member "
+                "(see the list in easycache/tensor_traits.hpp, or derive from easycache::host_tensor_traits).");
+
+  using traits = std::conditional_t<is_tensor_v<Tensor>, tensor_traits<Tensor>, detail::placeholder_traits<Tensor>>;
+  using buffer_type = typename traits::buffer_type;
+  using workspace_type = typename traits::workspace_type;
+
+ public:
+  using tensor_type = Tensor;
+  using policy_type = Policy;
+  /// Called after each evaluation with its trace record.
+  using decision_callback = std::function<void(const step_record&)>;
+
+  /// Takes a configuration (validated: throws easycache::error) and builds the
+  /// policy from it when Policy is constructible from a config.
+  explicit controller(const config& cfg = config{}) : config_(validated(cfg)), policy_(make_policy(cfg)) {}
+
+  /// Takes a configuration and a ready policy.
+  controller(const config& cfg, Policy policy) : config_(validated(cfg)), policy_(std::move(policy)) {}
+
+  /// One evaluation: writes the denoiser's output for `x` into `out`, or
+  /// `x + cached transformation vector` when the step is skipped.
+  ///
+  /// `denoiser` is any callable of one of these forms (tried in this order):
+  ///   void(const Tensor& x, Tensor& out, const step_info&)
+  ///   void(const Tensor& x, Tensor& out)
+  ///   R(const Tensor& x, const step_info&)   with `out = R` valid
+  ///   R(const Tensor& x)
+  /// `x` is the noisy latent the cache keys on; conditioning (image channels,
+  /// text) belongs inside the callable. `out` must not be, or share memory with, `x`.
+  ///
+  /// Errors (easycache::error, controller unchanged): branch or step out of
+  /// range or order, input size changed within a generation, `out` aliases `x`, a
+  /// denoiser output of the wrong size. An exception from the denoiser leaves
+  /// the controller unchanged too: the same step may be retried.
+  template <class Denoiser>
+  void step(const Tensor& x, Tensor& out, const step_info& info, Denoiser&& denoiser) {
+    static_assert(detail::denoiser_form<Denoiser, Tensor>() != 0,
+                  "easycache: the denoiser must be callable as void(const T& x, T& out[, const step_info&]) or "
+                  "as R(const T& x[, const step_info&]) with R assignable to T.");
+    bool aliased = &x == &out;
+    if constexpr (detail::has_same_storage<Tensor>::value) aliased = aliased || traits::same_storage(x, out);
+    if (aliased)
+      throw error(detail::message("out must not share memory with x (step ", info.index, ", branch ",
+                                  info.branch, "): the denoiser would overwrite the input the cache needs"));
+    if (info.branch >= config_.branches)
+      throw error(detail::message("branch ", info.branch, " out of range: config.branches is ", config_.branches));
+    if (info.index >= config_.steps)
+      throw error(detail::message("step ", info.index, " out of range: config.steps is ", config_.steps,
+                                  " (steps are 0-based; call reset(config) to change the step count)"));
+    if constexpr (detail::has_check<Tensor>::value) traits::check(x);
+    if (info.branch == 0) {
+      anchor_step(x, out, info, denoiser);
+    } else {
+      branch_step(x, out, info, denoiser);
+    }
+  }
+
+  /// As above, returning a new output tensor (for owning tensor types: Eigen
+  /// vectors and arrays, at::Tensor). Allocates the output on every call; use
+  /// the `out` overload in an allocation-free loop.
+  EASYCACHE_TEMPLATE_REQUIRES(class Denoiser, (detail::always_true<Denoiser> && is_resizable_tensor_v<Tensor> &&
+                                               std::is_default_constructible_v<Tensor>))
+  Tensor step(const Tensor& x, const step_info& info, Denoiser&& denoiser) {
+    Tensor out{};
+    step(x, out, info, std::forward<Denoiser>(denoiser));
+    return out;
+  }
+
+  /// Drops the generation in progress: the next step must be step 0.
+  /// Buffers are kept for reuse when the next generation has the same sizes.
+  void reset() noexcept {
+    in_generation_ = false;
+    policy_.reset();
+  }
+
+  /// Takes a new configuration (validated first: on error nothing changes) and resets.
+  void reset(const config& cfg) {
+    config next = validated(cfg);
+    if constexpr (std::is_constructible_v<Policy, const config&>) policy_ = Policy(next);
+    config_ = next;
+    reset();
+  }
+
+  /// The configuration in effect.
+  const config& configuration() const noexcept { return config_; }
+  /// Counters of the current (or last) generation.
+  const statistics& stats() const noexcept { return stats_; }
+  /// Records of the current (or last) generation, one per evaluation (when config.record_trace).
+  const std::vector<step_record>& trace() const noexcept { return trace_; }
+  /// The policy (for its state, e.g. the accumulated error).
+  const Policy& policy() const noexcept { return policy_; }
+  /// Sets a callback invoked after each evaluation; an empty function removes it.
+  /// If the callback throws, the step has already taken effect.
+  void on_decision(decision_callback callback) { callback_ = std::move(callback); }
+
+ private:
+  struct branch_state {
+    buffer_type delta{};
+    std::size_t size = 0;
+    bool allocated = false;  // sized for the current generation
+    bool has_delta = false;  // a computed step of this generation stored delta
+    bool done = false;       // evaluated in the current step
+  };
+
+  static config validated(const config& cfg) {
+    cfg.validate();
+    return cfg;
+  }
+
+  static Policy make_policy(const config& cfg) {
+    if constexpr (std::is_constructible_v<Policy, const config&>) {
+      return Policy(cfg);
+    } else {
+      return Policy{};
+    }
+  }
+
+  double progress_of(const step_info& info) const noexcept {
+    if (std::isfinite(info.progress)) return info.progress;
+    return static_cast<double>(info.index) / static_cast<double>(config_.steps);
+  }
+
+  std::size_t sampled(std::size_t n) const noexcept { return sampled_count(n, config_.sampling); }
+
+  // Everything a new generation needs, before any state of the old one is dropped
+  // irrecoverably: buffers are reused when the sizes match.
+  void start_generation(const Tensor& x, std::size_t size) {
+    const auto& s = config_.sampling;
+    if (s.height != 0 && size % (s.height * s.width) != 0)
+      throw error(detail::message("input of ", size, " elements is not a whole number of ", s.height, "x", s.width,
+                                  " planes (config.sampling.height x width)"));
+    in_generation_ = false;
+    if (branches_.size() != config_.branches) {
+      branches_.clear();
+      branches_.resize(config_.branches);
+    }
+    for (branch_state& b : branches_) {
+      b.allocated = false;
+      b.has_delta = false;
+      b.done = false;
+    }
+    if (config_.record_trace) {
+      trace_.clear();
+      trace_.reserve(config_.steps * config_.branches);
+    }
+    traits::allocate(x_last_, x);
+    if (config_.input_change == input_change_reference::previous_step) traits::allocate(x_prev_, x);
+    traits::prepare(workspace_, x);
+    allocate_branch(branches_[0], x, size);
+    policy_.reset();
+    stats_ = statistics{};
+    if (!config_.record_trace) trace_.clear();
+    anchor_size_ = size;
+    computes_ = 0;
+    has_prev_ = false;
+    prev_is_last_ = false;
+    commit_pending_ = false;
+    commit_measured_ = false;
+    transformation_rate_ = std::numeric_limits<double>::quiet_NaN();
+    output_norm_ = std::numeric_limits<double>::quiet_NaN();
+    in_generation_ = true;
+  }
+
+  static void allocate_branch(branch_state& b, const Tensor& x, std::size_t size) {
+    traits::allocate(b.delta, x);
+    b.size = size;
+    b.allocated = true;
+    b.has_delta = false;
+  }
+
+  // Reads the pending sums (the one device→host transfer of a step) and turns
+  // the last commit's sums into k and ‖v‖.
+  double read_statistics(std::size_t count) {
+    double sums[statistic_slot_count] = {};
+    traits::read(workspace_, sums);
+    const double n = static_cast<double>(count);
+    if (commit_pending_) {
+      output_norm_ = sums[static_cast<std::size_t>(statistic_slot::output_norm)] / n;
+      if (commit_measured_) {
+        const double output_change = sums[static_cast<std::size_t>(statistic_slot::output_change)] / n;
+        const double input_change = sums[static_cast<std::size_t>(statistic_slot::input_change_since_compute)] / n;
+        transformation_rate_ = input_change > 0 ? output_change / input_change
+                                                : std::numeric_limits<double>::quiet_NaN();
+      }
+      commit_pending_ = false;
+    }
+    return sums[static_cast<std::size_t>(statistic_slot::input_change)] / n;
+  }
+
+  template <class Denoiser>
+  void anchor_step(const Tensor& x, Tensor& out, const step_info& info, Denoiser& denoiser) {
+    const std::size_t size = traits::size(x);
+    const bool fresh = info.index == 0;
+    if (!fresh) {
+      if (!in_generation_)
+        throw error(detail::message("step ", info.index,
+                                    " without a generation in progress: a generation starts at step 0"));
+      if (info.index != stats_.steps)
+        throw error(detail::message("step ", info.index, " out of order: expected step ", stats_.steps,
+                                    " (or step 0 to start a new generation)"));
+      if (size != anchor_size_)
+        throw error(detail::message("input size changed within a generation: ", size, " elements at step ",
+                                    info.index, ", ", anchor_size_,
+                                    " before (start a new generation at step 0 to change sizes)"));
+    } else {
+      start_generation(x, size);
+    }
+    branch_state& anchor = branches_[0];
+
+    step_context ctx;
+    ctx.step = info.index;
+    ctx.steps = config_.steps;
+    ctx.progress = progress_of(info);
+    ctx.has_history = computes_ >= 2 && has_prev_ && anchor.has_delta;
+
+    step_record record;
+    record.step = info.index;
+    record.branch = 0;
+    record.timestep = info.timestep;
+
+    std::optional<verdict> planned = policy_.plan(ctx);
+    const bool can_measure = config_.input_change == input_change_reference::previous_step ? has_prev_ : computes_ > 0;
+    verdict chosen;
+    if (!planned || (config_.measure_forced_steps && can_measure)) {
+      const buffer_type& reference =
+          (config_.input_change == input_change_reference::last_compute || prev_is_last_) ? x_last_ : x_prev_;
+      traits::reduce_abs_diff(workspace_, statistic_slot::input_change, x, reference, config_.sampling);
+      const double input_change = read_statistics(sampled(size));
+      record.input_change = input_change;
+      record.transformation_rate = transformation_rate_;
+      record.output_norm = output_norm_;
+      if (!planned) {
+        const bool usable = std::isfinite(input_change) && std::isfinite(transformation_rate_) &&
+                            std::isfinite(output_norm_) && output_norm_ > 0;
+        if (usable) {
+          chosen = policy_.decide(ctx, step_measurement{input_change, transformation_rate_, output_norm_});
+        } else {
+          chosen = verdict{action::compute, reason::degenerate_statistics};
+        }
+      }
+    }
+    if (planned) chosen = *planned;
+    record.predicted_error = chosen.predicted_error;
+    record.accumulated_error = chosen.accumulated_error;
+
+    if (chosen.action == action::skip && !anchor.has_delta) chosen = verdict{action::compute, reason::no_history};
+
+    if (chosen.action == action::skip) {
+      prepare_output(out, x);
+      buffer_type* input_copy =
+          config_.input_change == input_change_reference::previous_step ? &x_prev_ : nullptr;
+      guarded([&] { traits::apply_delta(x, anchor.delta, out, input_copy); });
+      if (input_copy) {
+        has_prev_ = true;
+        prev_is_last_ = false;
+      }
+    } else {
+      call_denoiser(x, out, info, denoiser, size);
+      guarded([&] {
+        traits::commit(workspace_, x, out, x_last_, anchor.delta, computes_ >= 1, config_.sampling);
+      });
+      ++computes_;
+      commit_pending_ = true;
+      commit_measured_ = computes_ >= 2;
+      has_prev_ = true;
+      prev_is_last_ = true;
+      anchor.has_delta = true;
+    }
+
+    policy_.commit(ctx, chosen);
+    for (branch_state& b : branches_) b.done = false;
+    anchor.done = true;
+    decision_ = chosen;
+    ++stats_.reasons[static_cast<std::size_t>(chosen.reason)];
+    ++stats_.steps;
+    record.action = chosen.action;
+    record.reason = chosen.reason;
+    finish(record);
+  }
+
+  template <class Denoiser>
+  void branch_step(const Tensor& x, Tensor& out, const step_info& info, Denoiser& denoiser) {
+    if (!in_generation_ || stats_.steps == 0 || info.index + 1 != stats_.steps)
+      throw error(detail::message("branch ", info.branch, " at step ", info.index,
+                                  " before branch 0 of that step: branch 0 (the anchor) must be evaluated first",
+                                  in_generation_ && stats_.steps ? " (current step is " : "",
+                                  in_generation_ && stats_.steps ? std::to_string(stats_.steps - 1) : "",
+                                  in_generation_ && stats_.steps ? ")" : ""));
+    branch_state& branch = branches_[info.branch];
+    if (branch.done)
+      throw error(detail::message("branch ", info.branch, " evaluated twice at step ", info.index,
+                                  " (for a second evaluation of a multi-evaluation sampler, use a separate "
+                                  "controller or call the denoiser directly)"));
+    const std::size_t size = traits::size(x);
+    if (branch.allocated && size != branch.size)
+      throw error(detail::message("input size of branch ", info.branch, " changed within a generation: ", size,
+                                  " elements at step ", info.index, ", ", branch.size, " before"));
+    if (!branch.allocated) allocate_branch(branch, x, size);
+
+    step_record record;
+    record.step = info.index;
+    record.branch = info.branch;
+    record.timestep = info.timestep;
+    record.reason = decision_.reason;
+    record.action = decision_.action;
+    if (record.action == action::skip && !branch.has_delta) {
+      record.action = action::compute;
+      record.reason = reason::no_history;
+    }
+    if (record.action == action::skip) {
+      prepare_output(out, x);
+      guarded([&] { traits::apply_delta(x, branch.delta, out, nullptr); });
+    } else {
+      call_denoiser(x, out, info, denoiser, size);
+      guarded([&] { traits::store_delta(x, out, branch.delta); });
+      branch.has_delta = true;
+    }
+    branch.done = true;
+    finish(record);
+  }
+
+  void prepare_output(Tensor& out, const Tensor& like) {
+    if constexpr (detail::has_resize_output<Tensor>::value) {
+      traits::resize_output(out, like);
+    } else {
+      if (traits::size(out) != traits::size(like))
+        throw error(detail::message("output has ", traits::size(out), " elements, input has ", traits::size(like)));
+    }
+  }
+
+  template <class Denoiser>
+  void call_denoiser(const Tensor& x, Tensor& out, const step_info& info, Denoiser& denoiser, std::size_t size) {
+    constexpr int form = detail::denoiser_form<Denoiser, Tensor>();
+    if constexpr (form == detail::form_out_info || form == detail::form_out) prepare_output(out, x);
+    detail::invoke_denoiser<form>(denoiser, x, out, info);
+    const std::size_t produced = traits::size(out);
+    if (produced != size)
+      throw error(detail::message("denoiser output has ", produced, " elements at step ", info.index, ", branch ",
+                                  info.branch, "; the input has ", size));
+    if constexpr (detail::has_check<Tensor>::value) traits::check(out);
+  }
+
+  // A backend pass that fails half-way leaves buffers in an unknown state:
+  // forget the generation's history so that nothing stale is ever reused.
+  template <class Pass>
+  void guarded(Pass&& pass) {
+    try {
+      pass();
+    } catch (...) {
+      in_generation_ = false;
+      throw;
+    }
+  }
+
+  void finish(const step_record& record) {
+    ++stats_.evaluations;
+    if (record.action == action::skip) {
+      ++stats_.skips;
+    } else {
+      ++stats_.calls;
+    }
+    if (config_.record_trace && trace_.size() < trace_.capacity()) trace_.push_back(record);
+    if (callback_) callback_(record);
+  }
+
+  config config_;
+  Policy policy_;
+  statistics stats_{};
+  std::vector<step_record> trace_;
+  decision_callback callback_;
+
+  std::vector<branch_state> branches_;
+  buffer_type x_last_{};  // input of the last computed step (anchor)
+  buffer_type x_prev_{};  // input of the previous step, when it was skipped (else x_last_ holds it)
+  workspace_type workspace_{};
+  std::size_t anchor_size_ = 0;
+  std::size_t computes_ = 0;  // anchor computed steps in this generation
+  bool in_generation_ = false;
+  bool has_prev_ = false;
+  bool prev_is_last_ = false;     // the previous input equals x_last_ (the previous step was computed)
+  bool commit_pending_ = false;   // the workspace holds sums of a commit not read yet
+  bool commit_measured_ = false;  // ... and they include the output and input change
+  double transformation_rate_ = std::numeric_limits<double>::quiet_NaN();
+  double output_norm_ = std::numeric_limits<double>::quiet_NaN();
+  verdict decision_{};  // the anchor's verdict for the current step
+};
+
+}  // namespace easycache

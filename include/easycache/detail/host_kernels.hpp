@@ -1,0 +1,176 @@
+// SPDX-License-Identifier: MIT
+//
+// Fused passes over host memory, shared by every host backend. Each function
+// is one pass: it reads each input once and writes each output once.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <type_traits>
+
+#include "../config.hpp"
+
+namespace easycache::detail::host {
+
+// Float sums are accumulated in float over short blocks, in several
+// independent lanes (so that the compiler can vectorize without -ffast-math),
+// and the block sums in double: accurate to a few float ulps of the block.
+inline constexpr std::size_t lanes = 8;
+inline constexpr std::size_t block = 1024;
+
+template <class S>
+using lane_type = std::conditional_t<std::is_same_v<S, double>, double, float>;
+
+// Calls chunk(begin, end, sample_step) over [0, n) in order. The sampled
+// elements of a chunk are begin, begin + sample_step, ... < end; sample_step 0
+// means none. Stride 1 gives the single chunk [0, n) with step 1.
+template <class Chunk>
+void for_each_chunk(std::size_t n, const statistics_sampling& sampling, Chunk&& chunk) {
+  const std::size_t s = sampling.stride;
+  if (s <= 1) {
+    chunk(std::size_t{0}, n, std::size_t{1});
+  } else if (sampling.height == 0) {
+    const std::size_t length = s * block;
+    for (std::size_t begin = 0; begin < n; begin += length) chunk(begin, begin + length < n ? begin + length : n, s);
+  } else {
+    const std::size_t width = sampling.width;
+    std::size_t row = 0;
+    for (std::size_t begin = 0; begin < n; begin += width, ++row) {
+      const std::size_t end = begin + width < n ? begin + width : n;
+      chunk(begin, end, (row % sampling.height) % s == 0 ? s : std::size_t{0});
+    }
+  }
+}
+
+// Σ|a_i − b_i| over i = begin, begin + step, ... < end.
+template <class S>
+double sum_abs_diff_range(const S* a, const S* b, std::size_t begin, std::size_t end, std::size_t step) {
+  using L = lane_type<S>;
+  double total = 0;
+  if (step == 1) {
+    std::size_t i = begin;
+    while (i + lanes <= end) {
+      L acc[lanes] = {};
+      const std::size_t stop = i + block <= end ? i + block : end - (end - i) % lanes;
+      for (; i < stop; i += lanes)
+        for (std::size_t j = 0; j < lanes; ++j) acc[j] += std::abs(static_cast<L>(a[i + j]) - static_cast<L>(b[i + j]));
+      for (std::size_t j = 0; j < lanes; ++j) total += static_cast<double>(acc[j]);
+    }
+    for (; i < end; ++i) total += static_cast<double>(std::abs(static_cast<L>(a[i]) - static_cast<L>(b[i])));
+  } else {
+    for (std::size_t i = begin; i < end; i += step)
+      total += static_cast<double>(std::abs(static_cast<L>(a[i]) - static_cast<L>(b[i])));
+  }
+  return total;
+}
+
+/// Σ|a − b| over the sampled elements.
+template <class S>
+double sum_abs_diff(const S* a, const S* b, std::size_t n, const statistics_sampling& sampling) {
+  double total = 0;
+  for_each_chunk(n, sampling, [&](std::size_t begin, std::size_t end, std::size_t step) {
+    if (step) total += sum_abs_diff_range(a, b, begin, end, step);
+  });
+  return total;
+}
+
+/// out = x + delta; and copy = x when copy is not null. One pass.
+template <class S>
+void add(const S* x, const S* delta, S* out, S* copy, std::size_t n) {
+  if (copy) {
+    for (std::size_t i = 0; i < n; ++i) {
+      const S xi = x[i];
+      copy[i] = xi;
+      out[i] = xi + delta[i];
+    }
+  } else {
+    for (std::size_t i = 0; i < n; ++i) out[i] = x[i] + delta[i];
+  }
+}
+
+/// delta = v − x.
+template <class S>
+void subtract(const S* v, const S* x, S* delta, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) delta[i] = v[i] - x[i];
+}
+
+struct commit_sums {
+  double output_change = 0;  // Σ|v − (x_last + delta)|
+  double input_change = 0;   // Σ|x − x_last|
+  double output_norm = 0;    // Σ|v|
+};
+
+// The sums of a commit over sampled elements of one chunk (before it is overwritten).
+template <class S>
+void commit_sums_range(const S* x, const S* v, const S* x_last, const S* delta, std::size_t begin, std::size_t end,
+                       std::size_t step, bool measure_change, commit_sums& sums) {
+  using L = lane_type<S>;
+  for (std::size_t i = begin; i < end; i += step) {
+    const L vi = static_cast<L>(v[i]);
+    sums.output_norm += static_cast<double>(std::abs(vi));
+    if (measure_change) {
+      const L li = static_cast<L>(x_last[i]);
+      sums.output_change += static_cast<double>(std::abs(vi - (li + static_cast<L>(delta[i]))));
+      sums.input_change += static_cast<double>(std::abs(static_cast<L>(x[i]) - li));
+    }
+  }
+}
+
+/// The commit of a computed anchor step, one pass: the sums (output change and
+/// input change since the last compute when measure_change; output norm
+/// always), then x_last = x and delta = v − x.
+template <class S>
+commit_sums commit(const S* x, const S* v, S* x_last, S* delta, std::size_t n, bool measure_change,
+                   const statistics_sampling& sampling) {
+  using L = lane_type<S>;
+  commit_sums sums;
+  if (sampling.stride <= 1) {
+    std::size_t i = 0;
+    while (i + lanes <= n) {
+      L change[lanes] = {}, moved[lanes] = {}, norm[lanes] = {};
+      const std::size_t stop = i + block <= n ? i + block : n - (n - i) % lanes;
+      if (measure_change) {
+        for (; i < stop; i += lanes)
+          for (std::size_t j = 0; j < lanes; ++j) {
+            const L xi = static_cast<L>(x[i + j]), vi = static_cast<L>(v[i + j]);
+            const L li = static_cast<L>(x_last[i + j]), di = static_cast<L>(delta[i + j]);
+            change[j] += std::abs(vi - (li + di));
+            moved[j] += std::abs(xi - li);
+            norm[j] += std::abs(vi);
+            x_last[i + j] = x[i + j];
+            delta[i + j] = v[i + j] - x[i + j];
+          }
+      } else {
+        for (; i < stop; i += lanes)
+          for (std::size_t j = 0; j < lanes; ++j) {
+            norm[j] += std::abs(static_cast<L>(v[i + j]));
+            x_last[i + j] = x[i + j];
+            delta[i + j] = v[i + j] - x[i + j];
+          }
+      }
+      for (std::size_t j = 0; j < lanes; ++j) {
+        sums.output_change += static_cast<double>(change[j]);
+        sums.input_change += static_cast<double>(moved[j]);
+        sums.output_norm += static_cast<double>(norm[j]);
+      }
+    }
+    if (i < n) {
+      commit_sums_range(x, v, x_last, delta, i, n, 1, measure_change, sums);
+      for (; i < n; ++i) {
+        x_last[i] = x[i];
+        delta[i] = v[i] - x[i];
+      }
+    }
+    return sums;
+  }
+  for_each_chunk(n, sampling, [&](std::size_t begin, std::size_t end, std::size_t step) {
+    if (step) commit_sums_range(x, v, x_last, delta, begin, end, step, measure_change, sums);
+    for (std::size_t i = begin; i < end; ++i) {
+      x_last[i] = x[i];
+      delta[i] = v[i] - x[i];
+    }
+  });
+  return sums;
+}
+
+}  // namespace easycache::detail::host

@@ -1,0 +1,60 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <type_traits>
+#include <utility>
+
+#include "../types.hpp"
+
+namespace easycache::detail {
+
+inline constexpr int form_none = 0;
+inline constexpr int form_out_info = 1;   // void(const T& x, T& out, const step_info&)
+inline constexpr int form_out = 2;        // void(const T& x, T& out)
+inline constexpr int form_return_info = 3;  // R(const T& x, const step_info&)
+inline constexpr int form_return = 4;     // R(const T& x)
+
+template <class F, class T, class... Args>
+constexpr bool returns_assignable() {
+  if constexpr (std::is_invocable_v<F&, const T&, Args...>) {
+    using result = std::invoke_result_t<F&, const T&, Args...>;
+    return !std::is_void_v<result> && std::is_assignable_v<T&, result>;
+  } else {
+    return false;
+  }
+}
+
+// Which form a denoiser has; the first match wins.
+template <class F, class T>
+constexpr int denoiser_form() {
+  using callable = std::remove_reference_t<F>;
+  if constexpr (std::is_invocable_v<callable&, const T&, T&, const step_info&>) {
+    return form_out_info;
+  } else if constexpr (std::is_invocable_v<callable&, const T&, T&>) {
+    return form_out;
+  } else if constexpr (returns_assignable<callable, T, const step_info&>()) {
+    return form_return_info;
+  } else if constexpr (returns_assignable<callable, T>()) {
+    return form_return;
+  } else {
+    return form_none;
+  }
+}
+
+template <int Form, class F, class T>
+void invoke_denoiser(F& denoiser, const T& x, T& out, const step_info& info) {
+  if constexpr (Form == form_out_info) {
+    denoiser(x, out, info);
+  } else if constexpr (Form == form_out) {
+    denoiser(x, out);
+  } else if constexpr (Form == form_return_info) {
+    out = denoiser(x, info);
+  } else if constexpr (Form == form_return) {
+    out = denoiser(x);
+  }
+}
+
+template <class T>
+inline constexpr bool always_true = true;
+
+}  // namespace easycache::detail

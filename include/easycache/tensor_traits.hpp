@@ -1,0 +1,143 @@
+// easycache: runtime-adaptive caching for diffusion denoisers.
+// SPDX-License-Identifier: MIT
+//
+// The customization point: easycache::tensor_traits<T>. The controller touches a
+// tensor only through it, so any tensor type (CPU or GPU) plugs in by
+// specializing it, in the manner of fmt::formatter<T> or nlohmann::adl_serializer<T>.
+#pragma once
+
+#include <cstddef>
+#include <type_traits>
+#include <utility>
+
+#include "config.hpp"
+#include "detail/macros.hpp"
+
+namespace easycache {
+
+/// Slots of the per-step sums a backend accumulates. Each slot holds a *sum* of
+/// absolute values over the sampled elements; the controller divides by the
+/// element count (so that partial sums can be combined across ranks).
+enum class statistic_slot : std::size_t {
+  input_change = 0,                ///< Σ|x_t − reference input| (dx)
+  output_change = 1,               ///< Σ|v_t − v_at_last_compute| (k's numerator)
+  input_change_since_compute = 2,  ///< Σ|x_t − x_at_last_compute| (k's denominator)
+  output_norm = 3,                 ///< Σ|v_t|
+};
+inline constexpr std::size_t statistic_slot_count = 4;
+
+/// The customization point. Not specialized: the type is not a tensor for easycache.
+///
+/// A specialization provides (see docs/custom-tensor.md for a worked example):
+///
+///   using buffer_type;     // owning storage for one tensor's worth of state
+///   using workspace_type;  // reduction scratch, one per controller
+///   static std::size_t size(const T&);                         // element count
+///   static void allocate(buffer_type&, const T& like);         // once per generation
+///   static void prepare(workspace_type&, const T& like);       // once per generation
+///   static void reduce_abs_diff(workspace_type&, statistic_slot, const T& x,
+///                               const buffer_type& ref, const statistics_sampling&);
+///   static void apply_delta(const T& x, const buffer_type& delta, T& out,
+///                           buffer_type* input_copy);            // out = x + delta
+///   static void commit(workspace_type&, const T& x, const T& v, buffer_type& x_last,
+///                      buffer_type& delta, bool measure_change, const statistics_sampling&);
+///   static void store_delta(const T& x, const T& v, buffer_type& delta);
+///   static void read(workspace_type&, double (&sums)[statistic_slot_count]);
+///
+/// Optional members, used when present:
+///
+///   static void check(const T&);                     // throw easycache::error on unusable input
+///   static void resize_output(T& out, const T& like); // let the controller size `out`
+///   static bool same_storage(const T&, const T&);     // refuse an `out` that aliases `x`
+///
+/// Host types with contiguous memory need only data() and size(): derive the
+/// specialization from easycache::host_tensor_traits<T, Scalar> (host_buffer.hpp).
+template <class T, class Enable = void>
+struct tensor_traits {
+  /// Marks the primary template: no backend knows T.
+  using easycache_unspecialized = void;
+};
+
+namespace detail {
+
+template <class T, class = void>
+struct has_traits : std::true_type {};
+template <class T>
+struct has_traits<T, std::void_t<typename tensor_traits<T>::easycache_unspecialized>> : std::false_type {};
+
+template <class T, class = void>
+struct complete_traits : std::false_type {};
+
+template <class T>
+struct complete_traits<
+    T, std::void_t<typename tensor_traits<T>::buffer_type, typename tensor_traits<T>::workspace_type,
+                   decltype(std::size_t{tensor_traits<T>::size(std::declval<const T&>())}),
+                   decltype(tensor_traits<T>::allocate(
+                       std::declval<typename tensor_traits<T>::buffer_type&>(), std::declval<const T&>())),
+                   decltype(tensor_traits<T>::prepare(
+                       std::declval<typename tensor_traits<T>::workspace_type&>(), std::declval<const T&>())),
+                   decltype(tensor_traits<T>::reduce_abs_diff(
+                       std::declval<typename tensor_traits<T>::workspace_type&>(), statistic_slot::input_change,
+                       std::declval<const T&>(), std::declval<const typename tensor_traits<T>::buffer_type&>(),
+                       std::declval<const statistics_sampling&>())),
+                   decltype(tensor_traits<T>::apply_delta(
+                       std::declval<const T&>(), std::declval<const typename tensor_traits<T>::buffer_type&>(),
+                       std::declval<T&>(), std::declval<typename tensor_traits<T>::buffer_type*>())),
+                   decltype(tensor_traits<T>::commit(
+                       std::declval<typename tensor_traits<T>::workspace_type&>(), std::declval<const T&>(),
+                       std::declval<const T&>(), std::declval<typename tensor_traits<T>::buffer_type&>(),
+                       std::declval<typename tensor_traits<T>::buffer_type&>(), true,
+                       std::declval<const statistics_sampling&>())),
+                   decltype(tensor_traits<T>::store_delta(std::declval<const T&>(), std::declval<const T&>(),
+                                                          std::declval<typename tensor_traits<T>::buffer_type&>())),
+                   decltype(tensor_traits<T>::read(std::declval<typename tensor_traits<T>::workspace_type&>(),
+                                                   std::declval<double (&)[statistic_slot_count]>()))>>
+    : std::true_type {};
+
+template <class T, class = void>
+struct has_check : std::false_type {};
+template <class T>
+struct has_check<T, std::void_t<decltype(tensor_traits<T>::check(std::declval<const T&>()))>> : std::true_type {};
+
+template <class T, class = void>
+struct has_same_storage : std::false_type {};
+template <class T>
+struct has_same_storage<
+    T, std::void_t<decltype(bool(tensor_traits<T>::same_storage(std::declval<const T&>(), std::declval<const T&>())))>>
+    : std::true_type {};
+
+template <class T, class = void>
+struct has_resize_output : std::false_type {};
+template <class T>
+struct has_resize_output<
+    T, std::void_t<decltype(tensor_traits<T>::resize_output(std::declval<T&>(), std::declval<const T&>()))>>
+    : std::true_type {};
+
+}  // namespace detail
+
+/// True when tensor_traits<T> is specialized with every required member.
+template <class T>
+inline constexpr bool is_tensor_v = detail::complete_traits<std::remove_cv_t<T>>::value;
+
+/// True when the controller may size the output itself (owning tensor types),
+/// which enables the `Tensor step(x, info, denoiser)` overload.
+template <class T>
+inline constexpr bool is_resizable_tensor_v = is_tensor_v<T> && detail::has_resize_output<T>::value;
+
+#if EASYCACHE_HAS_CONCEPTS
+/// A type easycache can cache: tensor_traits<T> is specialized and complete.
+template <class T>
+concept tensor = is_tensor_v<T>;
+#endif
+
+/// Number of elements the statistics visit for a tensor of `size` elements.
+inline std::size_t sampled_count(std::size_t size, const statistics_sampling& sampling) noexcept {
+  const std::size_t s = sampling.stride;
+  if (s <= 1) return size;
+  if (sampling.height == 0) return (size + s - 1) / s;
+  const std::size_t plane = sampling.height * sampling.width;
+  const std::size_t planes = plane ? size / plane : 0;
+  return planes * ((sampling.height + s - 1) / s) * ((sampling.width + s - 1) / s);
+}
+
+}  // namespace easycache
