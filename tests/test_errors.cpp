@@ -1,0 +1,284 @@
+// Bad input: each case gets an easycache::error naming the bad value, or a
+// documented safe fallback, and the controller stays usable.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <easycache/host_buffer.hpp>
+
+#include "helpers.hpp"
+
+using Catch::Matchers::Contains;
+using Eigen::VectorXd;
+using easycache::reason;
+
+namespace {
+VectorXd affine(const VectorXd& x) { return (x.array() + 8.0).matrix(); }
+
+easycache::config small() {
+  easycache::config cfg;
+  cfg.steps = 8;
+  cfg.warmup_steps = 2;
+  cfg.threshold = 0.5;
+  return cfg;
+}
+
+// Runs steps [from, to) of the affine trajectory.
+void run(easycache::controller<VectorXd>& cache, std::size_t from, std::size_t to, std::size_t n = 4) {
+  for (std::size_t t = from; t < to; ++t) {
+    VectorXd out;
+    cache.step(test::constant(n, double(t)), out, {t}, affine);
+  }
+}
+}  // namespace
+
+TEST_CASE("invalid configurations are refused with the value named", "[errors][config]") {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  auto refused = [](easycache::config cfg, const std::string& needle) {
+    CHECK_THROWS_WITH(cfg.validate(), Contains(needle));
+    CHECK_THROWS_AS(easycache::controller<VectorXd>(cfg), easycache::error);
+  };
+  easycache::config c;
+  c.threshold = -0.1;
+  refused(c, "threshold must be >= 0 (got -0.1)");
+  c.threshold = nan;
+  refused(c, "threshold must be >= 0 (got nan)");
+  c = {};
+  c.steps = 0;
+  refused(c, "steps must be >= 1 (got 0)");
+  c = {};
+  c.steps = 5;
+  c.warmup_steps = 6;
+  refused(c, "warmup_steps (6) must not exceed steps (5)");
+  c = {};
+  c.branches = 0;
+  refused(c, "branches must be >= 1 (got 0)");
+  c = {};
+  c.window = easycache::schedule_window{0.9, 0.2};
+  refused(c, "start 0.9, end 0.2");
+  c.window = easycache::schedule_window{nan, 0.5};
+  refused(c, "start nan");
+  c = {};
+  c.sampling.stride = 0;
+  refused(c, "sampling.stride must be >= 1 (got 0)");
+  c = {};
+  c.sampling = {8, 16, 0};
+  refused(c, "got 16 and 0");
+  // The error derives from a standard exception.
+  c = {};
+  c.threshold = -1;
+  CHECK_THROWS_AS(c.validate(), std::invalid_argument);
+  // Valid edge cases.
+  c = {};
+  c.threshold = std::numeric_limits<double>::infinity();
+  c.warmup_steps = c.steps;
+  CHECK_NOTHROW(c.validate());
+}
+
+TEST_CASE("reset(config) with a bad configuration changes nothing", "[errors][config]") {
+  easycache::controller<VectorXd> cache(small());
+  run(cache, 0, 3);
+  easycache::config bad = small();
+  bad.threshold = -1;
+  CHECK_THROWS_AS(cache.reset(bad), easycache::error);
+  CHECK(cache.configuration().threshold == 0.5);
+  run(cache, 3, 8);
+  CHECK(test::pattern(cache.trace()) == "CCSSSSCC");
+}
+
+TEST_CASE("more steps than configured", "[errors][sequence]") {
+  easycache::controller<VectorXd> cache(small());
+  run(cache, 0, 8);
+  VectorXd out;
+  CHECK_THROWS_WITH(cache.step(test::constant(4, 8), out, {8}, affine),
+                    Contains("step 8 out of range: config.steps is 8"));
+  // Usable: a new generation starts at step 0.
+  run(cache, 0, 8);
+  CHECK(test::pattern(cache.trace()) == "CCSSSSCC");
+}
+
+TEST_CASE("steps out of order and steps after reset()", "[errors][sequence]") {
+  easycache::controller<VectorXd> cache(small());
+  run(cache, 0, 3);
+  VectorXd out;
+  CHECK_THROWS_WITH(cache.step(test::constant(4, 5), out, {5}, affine), Contains("step 5 out of order: expected step 3"));
+  CHECK_THROWS_WITH(cache.step(test::constant(4, 2), out, {2}, affine), Contains("step 2 out of order"));
+  run(cache, 3, 8);  // the failed calls changed nothing
+  CHECK(test::pattern(cache.trace()) == "CCSSSSCC");
+
+  cache.reset();
+  CHECK_THROWS_WITH(cache.step(test::constant(4, 1), out, {1}, affine),
+                    Contains("step 1 without a generation in progress"));
+  easycache::controller<VectorXd> fresh(small());
+  CHECK_THROWS_WITH(fresh.step(test::constant(4, 1), out, {1}, affine), Contains("generation starts at step 0"));
+}
+
+TEST_CASE("a tensor whose size changes within a generation", "[errors][shape]") {
+  easycache::controller<VectorXd> cache(small());
+  run(cache, 0, 3, 4);
+  VectorXd out;
+  CHECK_THROWS_WITH(cache.step(test::constant(5, 3), out, {3}, affine),
+                    Contains("input size changed within a generation: 5 elements at step 3, 4 before"));
+  run(cache, 3, 8, 4);
+  CHECK(test::pattern(cache.trace()) == "CCSSSSCC");
+  // A new generation may use another size: the buffers follow.
+  run(cache, 0, 8, 9);
+  CHECK(test::pattern(cache.trace()) == "CCSSSSCC");
+}
+
+TEST_CASE("a denoiser output of the wrong size", "[errors][shape]") {
+  easycache::controller<VectorXd> cache(small());
+  run(cache, 0, 1);
+  VectorXd out;
+  CHECK_THROWS_WITH(cache.step(test::constant(4, 1), out, {1}, [](const VectorXd&) { return test::constant(3, 1); }),
+                    Contains("denoiser output has 3 elements at step 1, branch 0; the input has 4"));
+  run(cache, 1, 8);
+  CHECK(test::pattern(cache.trace()) == "CCSSSSCC");
+}
+
+TEST_CASE("a denoiser that throws leaves the controller as it was", "[errors][exceptions]") {
+  easycache::controller<VectorXd> reference(small()), cache(small());
+  run(reference, 0, 8);
+  run(cache, 0, 6);  // step 6 is a computed step (E crosses τ)
+  VectorXd out;
+  CHECK_THROWS_AS(cache.step(test::constant(4, 6), out, {6}, [](const VectorXd&) -> VectorXd {
+    throw std::runtime_error("model failed");
+  }),
+                  std::runtime_error);
+  CHECK(cache.stats().steps == 6);
+  CHECK(cache.trace().size() == 6);
+  run(cache, 6, 8);  // the same step again
+  CHECK(test::pattern(cache.trace()) == test::pattern(reference.trace()));
+  for (std::size_t i = 0; i < 8; ++i) {
+    const double a = cache.trace()[i].accumulated_error, b = reference.trace()[i].accumulated_error;
+    CHECK(((std::isnan(a) && std::isnan(b)) || a == b));
+  }
+  CHECK(cache.stats().calls == reference.stats().calls);
+}
+
+TEST_CASE("branches out of range or before the anchor or twice", "[errors][guidance]") {
+  easycache::config cfg = small();
+  cfg.branches = 2;
+  easycache::controller<VectorXd> cache(cfg);
+  VectorXd out;
+  const VectorXd x = test::constant(4, 0);
+  CHECK_THROWS_WITH(cache.step(x, out, {0, 0.0, 1}, affine), Contains("branch 1 at step 0 before branch 0"));
+  CHECK_THROWS_WITH(cache.step(x, out, {0, 0.0, 2}, affine), Contains("branch 2 out of range: config.branches is 2"));
+  cache.step(x, out, {0, 0.0, 0}, affine);
+  cache.step(x, out, {0, 0.0, 1}, affine);
+  CHECK_THROWS_WITH(cache.step(x, out, {0, 0.0, 1}, affine), Contains("branch 1 evaluated twice at step 0"));
+  CHECK_THROWS_WITH(cache.step(x, out, {1, 0.0, 1}, affine), Contains("(current step is 0)"));
+  cache.step(test::constant(4, 1), out, {1, 0.0, 0}, affine);
+  cache.step(test::constant(4, 1), out, {1, 0.0, 1}, affine);
+  CHECK(cache.stats().evaluations == 4);
+}
+
+TEST_CASE("an output that aliases the input is refused", "[errors]") {
+  easycache::controller<VectorXd> cache(small());
+  VectorXd x = test::constant(4, 0);
+  CHECK_THROWS_WITH(cache.step(x, x, {0}, affine), Contains("out must not share memory with x"));
+  std::vector<float> memory(8);
+  easycache::controller<easycache::host_buffer<float>> raw(small());
+  easycache::host_buffer<float> a{memory.data(), 8}, b{memory.data(), 8};
+  CHECK_THROWS_WITH(raw.step(a, b, {0}, [](const auto&, auto&) {}), Contains("share memory"));
+}
+
+TEST_CASE("zero input change between computed steps: k is undefined so the step is computed", "[errors][degenerate]") {
+  easycache::controller<VectorXd> cache(small());
+  for (std::size_t t = 0; t < 8; ++t) {
+    VectorXd out;
+    cache.step(test::constant(4, 1.0), out, {t}, affine);  // x never moves
+  }
+  // k = 0/0 after the warm-up: never skip on an undefined rate.
+  CHECK(test::pattern(cache.trace()) == "CCCCCCCC");
+  CHECK(cache.stats().count(reason::degenerate_statistics) == 5);
+  for (const auto& r : cache.trace()) CHECK_FALSE(std::isinf(r.accumulated_error));
+}
+
+TEST_CASE("zero input change with a defined k is a legitimate skip", "[errors][degenerate]") {
+  easycache::controller<VectorXd> cache(small());
+  const double inputs[] = {0, 1, 1, 1, 1, 1, 1, 1};
+  for (std::size_t t = 0; t < 8; ++t) {
+    VectorXd out;
+    cache.step(test::constant(4, inputs[t]), out, {t}, affine);
+  }
+  CHECK(test::pattern(cache.trace()) == "CCSSSSSC");
+  CHECK(cache.trace()[3].predicted_error == 0.0);
+}
+
+TEST_CASE("a zero output norm is degenerate: computed and never divided by", "[errors][degenerate]") {
+  easycache::controller<VectorXd> cache(small());
+  for (std::size_t t = 0; t < 8; ++t) {
+    VectorXd out;
+    cache.step(test::constant(4, double(t)), out, {t}, [](const VectorXd& x) { return VectorXd::Zero(x.size()).eval(); });
+  }
+  CHECK(test::pattern(cache.trace()) == "CCCCCCCC");
+  CHECK(cache.stats().count(reason::degenerate_statistics) == 5);
+}
+
+TEST_CASE("NaN or Inf in outputs are never cached", "[errors][degenerate]") {
+  for (double bad : {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity()}) {
+    easycache::config cfg = small();
+    cfg.steps = 12;
+    easycache::controller<VectorXd> cache(cfg);
+    std::vector<VectorXd> outputs;
+    for (std::size_t t = 0; t < 12; ++t) {
+      VectorXd out;
+      cache.step(test::constant(4, double(t)), out, {t}, [&](const VectorXd& x) {
+        VectorXd v = affine(x);
+        if (t == 1) v(2) = bad;  // one poisoned output in the warm-up
+        return v;
+      });
+      outputs.push_back(out);
+    }
+    INFO("bad value " << bad);
+    // Step 2 must compute (k from a poisoned output), step 3 too (its k involves
+    // the poisoned v_1): only then is k finite and skipping allowed again.
+    CHECK(test::pattern(cache.trace()).substr(0, 4) == "CCCC");
+    CHECK(cache.trace()[2].reason == reason::degenerate_statistics);
+    CHECK(cache.trace()[3].reason == reason::degenerate_statistics);
+    CHECK(cache.stats().skips > 0);
+    for (std::size_t t = 2; t < 12; ++t) CHECK(outputs[t].allFinite());
+  }
+}
+
+TEST_CASE("NaN in the input falls back to computing", "[errors][degenerate]") {
+  easycache::controller<VectorXd> cache(small());
+  for (std::size_t t = 0; t < 8; ++t) {
+    VectorXd x = test::constant(4, double(t)), out;
+    if (t == 4) x(0) = std::numeric_limits<double>::quiet_NaN();
+    cache.step(x, out, {t}, affine);
+  }
+  CHECK(cache.trace()[4].action == easycache::action::compute);
+  CHECK(cache.trace()[4].reason == reason::degenerate_statistics);
+}
+
+TEST_CASE("host buffers: a null pointer with elements and an output of another size", "[errors][host]") {
+  easycache::controller<easycache::host_buffer<double>> cache(small());
+  std::vector<double> x(4, 0.0), y(3, 0.0);
+  easycache::host_buffer<double> in{x.data(), 4}, out{y.data(), 3}, null{nullptr, 4};
+  CHECK_THROWS_WITH(cache.step(null, out, {0}, [](const auto&, auto&) {}), Contains("null data pointer and 4 elements"));
+  CHECK_THROWS_WITH(cache.step(in, out, {0}, [](const auto&, auto&) {}), Contains("output has 3 elements, input has 4"));
+}
+
+TEST_CASE("a non-contiguous Eigen map is refused", "[errors][eigen]") {
+  using strided = Eigen::Map<Eigen::VectorXd, 0, Eigen::InnerStride<2>>;
+  std::vector<double> memory(8, 1.0), output(8, 0.0);
+  strided x(memory.data(), 4, Eigen::InnerStride<2>(2)), out(output.data(), 4, Eigen::InnerStride<2>(2));
+  easycache::controller<strided> cache(small());
+  CHECK_THROWS_WITH(cache.step(x, out, {0}, [](const strided& in, strided& o) { o = in; }),
+                    Contains("not contiguous (inner stride 2"));
+}
+
+TEST_CASE("subsampling layout that does not divide the input", "[errors][variants]") {
+  easycache::config cfg = small();
+  cfg.sampling = {2, 3, 5};
+  easycache::controller<VectorXd> cache(cfg);
+  VectorXd out;
+  CHECK_THROWS_WITH(cache.step(test::constant(16, 0), out, {0}, affine), Contains("16 elements is not a whole number of 3x5"));
+  CHECK_NOTHROW(cache.step(test::constant(30, 0), out, {0}, affine));
+}

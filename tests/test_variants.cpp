@@ -1,0 +1,157 @@
+// The named variants (off by default), hand-checked.
+#include <catch2/catch.hpp>
+
+#include <random>
+#include <vector>
+
+#include "helpers.hpp"
+
+using Eigen::VectorXd;
+using easycache::reason;
+
+namespace {
+VectorXd affine(const VectorXd& x) { return (x.array() + 8.0).matrix(); }
+}  // namespace
+
+TEST_CASE("defaults are the reference's rules", "[variants][config]") {
+  const easycache::config c;
+  CHECK(c.input_change == easycache::input_change_reference::previous_step);
+  CHECK_FALSE(c.window.has_value());
+  CHECK(c.sampling.stride == 1);
+  const auto wan = easycache::config::wan21();
+  CHECK(wan.threshold == 0.05);
+  CHECK(wan.warmup_steps == 10);
+  CHECK(wan.branches == 2);
+  CHECK(wan.steps == 50);
+  CHECK(easycache::config::wan21_i2v().steps == 40);
+  const auto hunyuan = easycache::config::hunyuan_video();
+  CHECK(hunyuan.threshold == 0.025);
+  CHECK(hunyuan.warmup_steps == 5);
+  CHECK(hunyuan.branches == 1);
+  const auto comfy = easycache::config::comfyui(30, 2, 64, 64);
+  CHECK(comfy.threshold == 0.2);
+  CHECK(comfy.input_change == easycache::input_change_reference::last_compute);
+  CHECK(comfy.window->start == 0.15);
+  CHECK(comfy.window->end == 0.95);
+  CHECK(comfy.sampling.stride == 8);
+  CHECK_NOTHROW(comfy.validate());
+}
+
+TEST_CASE("variant: dx measured from the last computed step", "[variants]") {
+  easycache::config cfg;
+  cfg.steps = 8;
+  cfg.warmup_steps = 2;
+  cfg.threshold = 0.5;
+  cfg.input_change = easycache::input_change_reference::last_compute;
+  easycache::controller<VectorXd> cache(cfg);
+  for (std::size_t t = 0; t < 8; ++t) {
+    VectorXd out;
+    cache.step(test::constant(4, double(t)), out, {t}, affine);
+  }
+  // x_last = 1, ‖v_1‖ = 9: t=2 dx 1, E 1/9; t=3 dx 2, E 3/9; t=4 dx 3, E 6/9 -> compute.
+  // x_last = 4, ‖v_4‖ = 12: t=5 dx 1, E 1/12; t=6 dx 2, E 3/12; t=7 last step.
+  const auto& trace = cache.trace();
+  CHECK(test::pattern(trace) == "CCSSCSSC");
+  CHECK(trace[3].input_change == Approx(2));
+  CHECK(trace[3].accumulated_error == Approx(3.0 / 9));
+  CHECK(trace[4].accumulated_error == Approx(6.0 / 9));
+  CHECK(trace[6].accumulated_error == Approx(3.0 / 12));
+}
+
+TEST_CASE("variant: start/end window instead of warm-up and last step", "[variants]") {
+  easycache::config cfg;
+  cfg.steps = 20;
+  cfg.warmup_steps = 10;  // ignored with a window
+  cfg.threshold = 100;
+  cfg.window = easycache::schedule_window{0.15, 0.95};
+  easycache::controller<VectorXd> cache(cfg);
+  for (std::size_t t = 0; t < 20; ++t) {
+    VectorXd out;
+    cache.step(test::constant(4, double(t)), out, {t}, affine);
+  }
+  // p = t / 20: t < 3 (p < 0.15) and t = 19 (p >= 0.95) are outside.
+  CHECK(test::pattern(cache.trace()) == "CCCSSSSSSSSSSSSSSSSC");
+  const auto r = test::reasons(cache.trace());
+  CHECK(r[0] == reason::outside_window);
+  CHECK(r[2] == reason::outside_window);
+  CHECK(r[19] == reason::outside_window);
+  CHECK(r[3] == reason::below_threshold);
+}
+
+TEST_CASE("variant: the window follows step_info::progress when given", "[variants]") {
+  easycache::config cfg;
+  cfg.steps = 10;
+  cfg.threshold = 100;
+  cfg.window = easycache::schedule_window{0.5, 1.0};
+  easycache::controller<VectorXd> cache(cfg);
+  for (std::size_t t = 0; t < 10; ++t) {
+    VectorXd out;
+    easycache::step_info info{t};
+    info.progress = t < 6 ? 0.1 : 0.9;  // e.g. 1 − sigma of a shifted schedule
+    cache.step(test::constant(4, double(t)), out, info, affine);
+  }
+  CHECK(test::pattern(cache.trace()) == "CCCCCCSSSS");
+}
+
+TEST_CASE("variant: statistics on a subsample equal those of the subsampled tensor", "[variants]") {
+  // Height 6, width 8, two planes, stride 2: rows 0,2,4 and columns 0,2,4,6 take part.
+  const std::size_t height = 6, width = 8, planes = 2;
+  easycache::config cfg;
+  cfg.steps = 16;
+  cfg.warmup_steps = 2;
+  cfg.threshold = 0.3;
+  easycache::config sub_cfg = cfg;
+  cfg.sampling = easycache::statistics_sampling{2, height, width};
+  easycache::controller<VectorXd> sampled(cfg), small(sub_cfg);
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<double> noise(-50, 50);
+  auto model = [](const VectorXd& x) { return VectorXd((x.array() * 0.5 + x.array().cos()).matrix()); };
+  for (std::size_t t = 0; t < 16; ++t) {
+    VectorXd full(static_cast<Eigen::Index>(planes * height * width)), part(static_cast<Eigen::Index>(planes * 3 * 4));
+    Eigen::Index k = 0;
+    for (std::size_t p = 0; p < planes; ++p)
+      for (std::size_t h = 0; h < height; ++h)
+        for (std::size_t w = 0; w < width; ++w) {
+          const auto i = static_cast<Eigen::Index>((p * height + h) * width + w);
+          if (h % 2 == 0 && w % 2 == 0) {
+            full(i) = std::sin(0.3 * double(t) + double(k)) * (1 + 0.1 * double(t));
+            part(k++) = full(i);
+          } else {
+            full(i) = noise(rng);  // never looked at by the statistics
+          }
+        }
+    VectorXd out_full, out_part;
+    sampled.step(full, out_full, {t}, model);
+    small.step(part, out_part, {t}, model);
+    const auto& a = sampled.trace().back();
+    const auto& b = small.trace().back();
+    INFO("step " << t);
+    CHECK(a.action == b.action);
+    if (!std::isnan(b.input_change)) CHECK(a.input_change == Approx(b.input_change));
+    if (!std::isnan(b.transformation_rate)) CHECK(a.transformation_rate == Approx(b.transformation_rate));
+    if (!std::isnan(b.accumulated_error)) CHECK(a.accumulated_error == Approx(b.accumulated_error));
+  }
+  CHECK(sampled.stats().skips > 0);
+  CHECK(sampled.stats().skips < 13);
+}
+
+TEST_CASE("measure_forced_steps fills dx and k on forced steps without changing decisions", "[variants][trace]") {
+  easycache::config cfg;
+  cfg.steps = 8;
+  cfg.warmup_steps = 3;
+  cfg.threshold = 0.5;
+  easycache::config measured = cfg;
+  measured.measure_forced_steps = true;
+  easycache::controller<VectorXd> a(cfg), b(measured);
+  for (std::size_t t = 0; t < 8; ++t) {
+    VectorXd out;
+    a.step(test::constant(4, double(t)), out, {t}, affine);
+    b.step(test::constant(4, double(t)), out, {t}, affine);
+  }
+  CHECK(test::pattern(a.trace()) == test::pattern(b.trace()));
+  CHECK(std::isnan(a.trace()[1].input_change));
+  CHECK(b.trace()[1].input_change == Approx(1));
+  CHECK(std::isnan(b.trace()[1].transformation_rate));  // one computed step so far
+  CHECK(b.trace()[2].transformation_rate == Approx(1));
+  CHECK(b.trace()[7].input_change == Approx(1));
+}
