@@ -50,7 +50,7 @@ TEST_CASE("JSON: stats and trace with unmeasured values as null", "[trace]") {
   std::ostringstream out;
   easycache::write_json(out, cache.stats(), cache.trace());
   const std::string json = out.str();
-  CHECK_THAT(json, StartsWith("{\"stats\":{\"steps\":8,\"evaluations\":8,\"calls\":4,\"skips\":4,"
+  CHECK_THAT(json, StartsWith("{\"stats\":{\"steps\":8,\"evaluations\":8,\"calls\":4,\"skips\":4,\"extra_evaluations\":0,"
                               "\"speedup_in_calls\":2,\"reasons\":{\"warmup\":2,"));
   CHECK(count(json, "{\"step\":") == 8);
   CHECK_THAT(json, Contains("\"input_change\":null"));

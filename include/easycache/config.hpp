@@ -20,6 +20,16 @@ enum class input_change_reference {
   last_compute,
 };
 
+/// What a skipped step returns.
+enum class skip_predictor {
+  /// x_t + Δ of the last computed step: the reference (default).
+  constant,
+  /// x_t + Δ extrapolated linearly in the timestep from the last two computed
+  /// steps of the branch: Δ_a + (t − t_a)·(Δ_a − Δ_b)/(t_a − t_b). Needs
+  /// step_info::timestep on every call, and one more buffer per branch.
+  linear_in_timestep,
+};
+
 /// The active caching window as fractions of the schedule (ComfyUI style).
 /// A step whose position p (step_info::progress, or index / steps when not given)
 /// satisfies start <= p < end may be skipped; every other step is computed.
@@ -61,6 +71,9 @@ struct config {
   std::optional<schedule_window> window;
   /// Variant: subsample the statistics. Default: every element.
   statistics_sampling sampling;
+  /// Beyond the reference: what a skipped step returns. Default: the constant
+  /// cached vector.
+  skip_predictor predictor = skip_predictor::constant;
 
   /// Keep a per-step trace (reserved once per generation: no allocation per step).
   bool record_trace = true;

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <limits>
 #include <optional>
@@ -71,16 +72,40 @@ class controller {
   using policy_type = Policy;
   /// Called after each evaluation with its trace record.
   using decision_callback = std::function<void(const step_record&)>;
+  /// Combines partial statistics across processes (see set_statistics_reduction).
+  using statistics_reduction = std::function<void(double* values, std::size_t count)>;
+
+  /// What begin_step() decided for one evaluation; hand it back to finish_step().
+  class pending {
+   public:
+    /// compute: call the denoiser, write its output to `out`, then finish_step().
+    /// skip: call finish_step() directly; it writes the cached prediction to `out`.
+    easycache::action action() const noexcept { return verdict_.action; }
+    easycache::reason reason() const noexcept { return verdict_.reason; }
+    bool compute() const noexcept { return verdict_.action == easycache::action::compute; }
+    const step_info& info() const noexcept { return info_; }
+
+   private:
+    friend class controller;
+    step_info info_{};
+    step_context context_{};
+    verdict verdict_{};
+    step_record record_{};
+    std::size_t size_ = 0;
+    std::uint64_t serial_ = 0;
+  };
 
   /// Takes a configuration (validated: throws easycache::error) and builds the
   /// policy from it when Policy is constructible from a config.
   explicit controller(const config& cfg = config{}) : config_(validated(cfg)), policy_(make_policy(cfg)) {}
 
   /// Takes a configuration and a ready policy.
-  controller(const config& cfg, Policy policy) : config_(validated(cfg)), policy_(std::move(policy)) {}
+  controller(const config& cfg, Policy policy) : config_(validated(cfg)), policy_(std::move(policy)) {
+    configure_policy(config_);
+  }
 
-  /// One evaluation: writes the denoiser's output for `x` into `out`, or
-  /// `x + cached transformation vector` when the step is skipped.
+  /// One evaluation: writes the denoiser's output for `x` into `out`, or the
+  /// cached prediction (`x + cached transformation vector`) when the step is skipped.
   ///
   /// `denoiser` is any callable of one of these forms (tried in this order):
   ///   void(const Tensor& x, Tensor& out, const step_info&)
@@ -99,22 +124,14 @@ class controller {
     static_assert(detail::denoiser_form<Denoiser, Tensor>() != 0,
                   "easycache: the denoiser must be callable as void(const T& x, T& out[, const step_info&]) or "
                   "as R(const T& x[, const step_info&]) with R assignable to T.");
-    bool aliased = &x == &out;
-    if constexpr (detail::has_same_storage<Tensor>::value) aliased = aliased || traits::same_storage(x, out);
-    if (aliased)
-      throw error(detail::message("out must not share memory with x (step ", info.index, ", branch ",
-                                  info.branch, "): the denoiser would overwrite the input the cache needs"));
-    if (info.branch >= config_.branches)
-      throw error(detail::message("branch ", info.branch, " out of range: config.branches is ", config_.branches));
-    if (info.index >= config_.steps)
-      throw error(detail::message("step ", info.index, " out of range: config.steps is ", config_.steps,
-                                  " (steps are 0-based; call reset(config) to change the step count)"));
-    if constexpr (detail::has_check<Tensor>::value) traits::check(x);
-    if (info.branch == 0) {
-      anchor_step(x, out, info, denoiser);
-    } else {
-      branch_step(x, out, info, denoiser);
+    check_distinct(x, out, info);
+    const pending p = begin_step(x, info);
+    if (p.compute()) {
+      constexpr int form = detail::denoiser_form<Denoiser, Tensor>();
+      if constexpr (form == detail::form_out_info || form == detail::form_out) prepare_output(out, x);
+      detail::invoke_denoiser<form>(denoiser, x, out, info);
     }
+    finish_step(p, x, out);
   }
 
   /// As above, returning a new output tensor (for owning tensor types: Eigen
@@ -128,6 +145,80 @@ class controller {
     return out;
   }
 
+  /// First half of a step, for engines that call the model themselves (as
+  /// stable-diffusion.cpp's before/after hooks do): decides for `x` and returns
+  /// the decision. Then, if it says compute, run the model into `out`; in both
+  /// cases call finish_step(). Nothing takes effect until finish_step(), so an
+  /// abandoned pending step (say, the model threw) is simply begun again.
+  /// Throws easycache::error for the same bad input as step().
+  pending begin_step(const Tensor& x, const step_info& info) {
+    if (info.branch >= config_.branches)
+      throw error(detail::message("branch ", info.branch, " out of range: config.branches is ", config_.branches));
+    if (info.index >= config_.steps)
+      throw error(detail::message("step ", info.index, " out of range: config.steps is ", config_.steps,
+                                  " (steps are 0-based; call reset(config) to change the step count)"));
+    if (config_.predictor == skip_predictor::linear_in_timestep && !info.extra_evaluation &&
+        !std::isfinite(info.timestep))
+      throw error(detail::message("the linear_in_timestep predictor needs a finite step_info::timestep (got ",
+                                  info.timestep, " at step ", info.index, ", branch ", info.branch, ")"));
+    if constexpr (detail::has_check<Tensor>::value) traits::check(x);
+    pending p;
+    p.info_ = info;
+    p.size_ = traits::size(x);
+    if (info.extra_evaluation) {
+      if (!in_generation_)
+        throw error(detail::message("extra evaluation at step ", info.index,
+                                    " without a generation in progress: a generation starts at step 0"));
+      p.verdict_ = verdict{action::compute, reason::extra_evaluation};
+      p.record_ = make_record(info);
+    } else if (info.branch == 0) {
+      begin_anchor(x, p);
+    } else {
+      begin_branch(p);
+    }
+    p.serial_ = ++serial_;
+    (info.extra_evaluation ? extra_serial_ : branches_[info.branch].open_serial) = p.serial_;
+    return p;
+  }
+
+  /// Second half of a step: on a skip writes the cached prediction for `x` into
+  /// `out`; on a compute takes `out` (the model's output for `x`) into the cache.
+  /// `p` must be the latest pending step of its branch and `x` the same input.
+  /// Throws easycache::error for a stale `p`, an `x` of another size, or an
+  /// output of the wrong size; the controller is then unchanged.
+  void finish_step(const pending& p, const Tensor& x, Tensor& out) {
+    const step_info& info = p.info_;
+    std::uint64_t& open = info.extra_evaluation ? extra_serial_ : branches_.at(info.branch).open_serial;
+    if (p.serial_ == 0 || open != p.serial_)
+      throw error(detail::message("finish_step for step ", info.index, ", branch ", info.branch,
+                                  " that is not the latest begin_step of that branch"));
+    check_distinct(x, out, info);
+    if (traits::size(x) != p.size_)
+      throw error(detail::message("finish_step got an input of ", traits::size(x), " elements for step ", info.index,
+                                  ", branch ", info.branch, "; begin_step had ", p.size_));
+    if (p.compute()) {
+      const std::size_t produced = traits::size(out);
+      if (produced != p.size_)
+        throw error(detail::message("denoiser output has ", produced, " elements at step ", info.index, ", branch ",
+                                    info.branch, "; the input has ", p.size_));
+      if constexpr (detail::has_check<Tensor>::value) traits::check(out);
+    } else {
+      prepare_output(out, x);
+    }
+    open = 0;
+    if (info.extra_evaluation) {
+      ++stats_.extra_evaluations;
+      step_record record = p.record_;
+      record.action = action::compute;
+      record.reason = reason::extra_evaluation;
+      finish(record);
+    } else if (info.branch == 0) {
+      finish_anchor(p, x, out);
+    } else {
+      finish_branch(p, x, out);
+    }
+  }
+
   /// Drops the generation in progress: the next step must be step 0.
   /// Buffers are kept for reuse when the next generation has the same sizes.
   void reset() noexcept {
@@ -138,7 +229,7 @@ class controller {
   /// Takes a new configuration (validated first: on error nothing changes) and resets.
   void reset(const config& cfg) {
     config next = validated(cfg);
-    if constexpr (std::is_constructible_v<Policy, const config&>) policy_ = Policy(next);
+    configure_policy(next);
     config_ = next;
     reset();
   }
@@ -155,17 +246,33 @@ class controller {
   /// If the callback throws, the step has already taken effect.
   void on_decision(decision_callback callback) { callback_ = std::move(callback); }
 
+  /// Sets a hook that combines the statistics of a sharded latent across
+  /// processes before each decision (sequence parallelism): it receives
+  /// `count` doubles (the four partial sums of tensor_traits' statistic slots,
+  /// then the local number of sampled elements) and must replace each by its
+  /// sum over all ranks, e.g. with MPI_Allreduce(MPI_IN_PLACE, ..., MPI_SUM).
+  /// It runs once per decision step, on every rank, so every rank takes the
+  /// same decisions. An empty function removes it.
+  void set_statistics_reduction(statistics_reduction reduction) { reduction_ = std::move(reduction); }
+
  private:
   struct branch_state {
     buffer_type delta{};
+    buffer_type delta_prev{};  // skip_predictor::linear_in_timestep only
     std::size_t size = 0;
-    bool allocated = false;  // sized for the current generation
-    bool has_delta = false;  // a computed step of this generation stored delta
-    bool done = false;       // evaluated in the current step
+    std::size_t computes = 0;  // computed steps of this branch in the generation
+    double timestep_last = 0;
+    double timestep_prev = 0;
+    std::uint64_t open_serial = 0;  // the pending step begun and not finished
+    bool allocated = false;         // sized for the current generation
+    bool done = false;              // evaluated in the current step
   };
 
   static config validated(const config& cfg) {
     cfg.validate();
+    if (cfg.predictor == skip_predictor::linear_in_timestep && !detail::has_extrapolation<Tensor>::value)
+      throw error(detail::message("skip_predictor::linear_in_timestep needs tensor_traits::copy and "
+                                  "apply_delta_extrapolated, which this tensor type's traits do not provide"));
     return cfg;
   }
 
@@ -173,8 +280,36 @@ class controller {
     if constexpr (std::is_constructible_v<Policy, const config&>) {
       return Policy(cfg);
     } else {
-      return Policy{};
+      Policy policy{};
+      if constexpr (detail::has_configure<Policy>::value) policy.configure(cfg);
+      return policy;
     }
+  }
+
+  // A new configuration reaches the policy through its configure(config) if it
+  // has one (keeping its own parameters), else by rebuilding it from the config.
+  void configure_policy(const config& cfg) {
+    if constexpr (detail::has_configure<Policy>::value) {
+      policy_.configure(cfg);
+    } else if constexpr (std::is_constructible_v<Policy, const config&>) {
+      policy_ = Policy(cfg);
+    }
+  }
+
+  void check_distinct(const Tensor& x, const Tensor& out, const step_info& info) const {
+    bool aliased = &x == &out;
+    if constexpr (detail::has_same_storage<Tensor>::value) aliased = aliased || traits::same_storage(x, out);
+    if (aliased)
+      throw error(detail::message("out must not share memory with x (step ", info.index, ", branch ", info.branch,
+                                  "): the denoiser would overwrite the input the cache needs"));
+  }
+
+  static step_record make_record(const step_info& info) {
+    step_record record;
+    record.step = info.index;
+    record.branch = info.branch;
+    record.timestep = info.timestep;
+    return record;
   }
 
   double progress_of(const step_info& info) const noexcept {
@@ -182,10 +317,9 @@ class controller {
     return static_cast<double>(info.index) / static_cast<double>(config_.steps);
   }
 
-  std::size_t sampled(std::size_t n) const noexcept { return sampled_count(n, config_.sampling); }
+  bool predicts_linearly() const noexcept { return config_.predictor == skip_predictor::linear_in_timestep; }
 
-  // Everything a new generation needs, before any state of the old one is dropped
-  // irrecoverably: buffers are reused when the sizes match.
+  // Everything a new generation needs; buffers are reused when the sizes match.
   void start_generation(const Tensor& x, std::size_t size) {
     const auto& s = config_.sampling;
     if (s.height != 0 && size % (s.height * s.width) != 0)
@@ -198,12 +332,15 @@ class controller {
     }
     for (branch_state& b : branches_) {
       b.allocated = false;
-      b.has_delta = false;
+      b.computes = 0;
       b.done = false;
+      b.open_serial = 0;
     }
+    extra_serial_ = 0;
     if (config_.record_trace) {
       trace_.clear();
-      trace_.reserve(config_.steps * config_.branches);
+      // Room for one record per evaluation, extra evaluations included (at most one per branch and step).
+      trace_.reserve(2 * config_.steps * config_.branches);
     }
     traits::allocate(x_last_, x);
     if (config_.input_change == input_change_reference::previous_step) traits::allocate(x_prev_, x);
@@ -223,62 +360,65 @@ class controller {
     in_generation_ = true;
   }
 
-  static void allocate_branch(branch_state& b, const Tensor& x, std::size_t size) {
+  void allocate_branch(branch_state& b, const Tensor& x, std::size_t size) {
     traits::allocate(b.delta, x);
+    if constexpr (detail::has_extrapolation<Tensor>::value)
+      if (predicts_linearly()) traits::allocate(b.delta_prev, x);
     b.size = size;
     b.allocated = true;
-    b.has_delta = false;
+    b.computes = 0;
   }
 
-  // Reads the pending sums (the one device→host transfer of a step) and turns
-  // the last commit's sums into k and ‖v‖.
+  // Reads the pending sums (the one device→host transfer of a step), combines
+  // them across ranks when a reduction is set, and turns the last commit's sums
+  // into k and ‖v‖. Returns dx.
   double read_statistics(std::size_t count) {
     double sums[statistic_slot_count] = {};
     traits::read(workspace_, sums);
-    const double n = static_cast<double>(count);
+    double values[statistic_slot_count + 1] = {};
+    for (std::size_t i = 0; i < statistic_slot_count; ++i) values[i] = sums[i];
+    values[statistic_slot_count] = static_cast<double>(count);
+    if (reduction_) reduction_(values, statistic_slot_count + 1);
+    const double n = values[statistic_slot_count];
+    auto mean = [&](statistic_slot slot) { return values[static_cast<std::size_t>(slot)] / n; };
     if (commit_pending_) {
-      output_norm_ = sums[static_cast<std::size_t>(statistic_slot::output_norm)] / n;
+      output_norm_ = mean(statistic_slot::output_norm);
       if (commit_measured_) {
-        const double output_change = sums[static_cast<std::size_t>(statistic_slot::output_change)] / n;
-        const double input_change = sums[static_cast<std::size_t>(statistic_slot::input_change_since_compute)] / n;
-        transformation_rate_ = input_change > 0 ? output_change / input_change
+        const double input_change = mean(statistic_slot::input_change_since_compute);
+        transformation_rate_ = input_change > 0 ? mean(statistic_slot::output_change) / input_change
                                                 : std::numeric_limits<double>::quiet_NaN();
       }
       commit_pending_ = false;
     }
-    return sums[static_cast<std::size_t>(statistic_slot::input_change)] / n;
+    return mean(statistic_slot::input_change);
   }
 
-  template <class Denoiser>
-  void anchor_step(const Tensor& x, Tensor& out, const step_info& info, Denoiser& denoiser) {
-    const std::size_t size = traits::size(x);
-    const bool fresh = info.index == 0;
-    if (!fresh) {
+  void begin_anchor(const Tensor& x, pending& p) {
+    const step_info& info = p.info_;
+    if (info.index != 0) {
       if (!in_generation_)
         throw error(detail::message("step ", info.index,
                                     " without a generation in progress: a generation starts at step 0"));
       if (info.index != stats_.steps)
         throw error(detail::message("step ", info.index, " out of order: expected step ", stats_.steps,
                                     " (or step 0 to start a new generation)"));
-      if (size != anchor_size_)
-        throw error(detail::message("input size changed within a generation: ", size, " elements at step ",
+      if (p.size_ != anchor_size_)
+        throw error(detail::message("input size changed within a generation: ", p.size_, " elements at step ",
                                     info.index, ", ", anchor_size_,
                                     " before (start a new generation at step 0 to change sizes)"));
     } else {
-      start_generation(x, size);
+      start_generation(x, p.size_);
     }
-    branch_state& anchor = branches_[0];
+    const branch_state& anchor = branches_[0];
 
-    step_context ctx;
+    step_context& ctx = p.context_;
     ctx.step = info.index;
     ctx.steps = config_.steps;
     ctx.progress = progress_of(info);
-    ctx.has_history = computes_ >= 2 && has_prev_ && anchor.has_delta;
+    ctx.has_history = computes_ >= 2 && has_prev_ && anchor.computes > 0;
 
-    step_record record;
-    record.step = info.index;
-    record.branch = 0;
-    record.timestep = info.timestep;
+    step_record& record = p.record_;
+    record = make_record(info);
 
     std::optional<verdict> planned = policy_.plan(ctx);
     const bool can_measure = config_.input_change == input_change_reference::previous_step ? has_prev_ : computes_ > 0;
@@ -287,7 +427,7 @@ class controller {
       const buffer_type& reference =
           (config_.input_change == input_change_reference::last_compute || prev_is_last_) ? x_last_ : x_prev_;
       traits::reduce_abs_diff(workspace_, statistic_slot::input_change, x, reference, config_.sampling);
-      const double input_change = read_statistics(sampled(size));
+      const double input_change = read_statistics(sampled_count(p.size_, config_.sampling));
       record.input_change = input_change;
       record.transformation_rate = transformation_rate_;
       record.output_norm = output_norm_;
@@ -304,21 +444,46 @@ class controller {
     if (planned) chosen = *planned;
     record.predicted_error = chosen.predicted_error;
     record.accumulated_error = chosen.accumulated_error;
+    if (chosen.action == action::skip && anchor.computes == 0) chosen = verdict{action::compute, reason::no_history};
+    p.verdict_ = chosen;
+  }
 
-    if (chosen.action == action::skip && !anchor.has_delta) chosen = verdict{action::compute, reason::no_history};
+  void begin_branch(pending& p) {
+    const step_info& info = p.info_;
+    if (!in_generation_ || stats_.steps == 0 || info.index + 1 != stats_.steps)
+      throw error(detail::message("branch ", info.branch, " at step ", info.index,
+                                  " before branch 0 of that step: branch 0 (the anchor) must be evaluated first",
+                                  in_generation_ && stats_.steps ? " (current step is " : "",
+                                  in_generation_ && stats_.steps ? std::to_string(stats_.steps - 1) : "",
+                                  in_generation_ && stats_.steps ? ")" : ""));
+    const branch_state& branch = branches_[info.branch];
+    if (branch.done)
+      throw error(detail::message("branch ", info.branch, " evaluated twice at step ", info.index,
+                                  " (mark the second evaluation of a multi-evaluation sampler with "
+                                  "step_info::extra_evaluation)"));
+    if (branch.allocated && p.size_ != branch.size)
+      throw error(detail::message("input size of branch ", info.branch, " changed within a generation: ", p.size_,
+                                  " elements at step ", info.index, ", ", branch.size, " before"));
+    p.record_ = make_record(info);
+    p.verdict_ = decision_;
+    if (p.verdict_.action == action::skip && (!branch.allocated || branch.computes == 0))
+      p.verdict_ = verdict{action::compute, reason::no_history};
+  }
 
+  void finish_anchor(const pending& p, const Tensor& x, Tensor& out) {
+    branch_state& anchor = branches_[0];
+    const verdict& chosen = p.verdict_;
     if (chosen.action == action::skip) {
-      prepare_output(out, x);
       buffer_type* input_copy =
           config_.input_change == input_change_reference::previous_step ? &x_prev_ : nullptr;
-      guarded([&] { traits::apply_delta(x, anchor.delta, out, input_copy); });
+      guarded([&] { skip_output(anchor, x, out, input_copy, p.info_); });
       if (input_copy) {
         has_prev_ = true;
         prev_is_last_ = false;
       }
     } else {
-      call_denoiser(x, out, info, denoiser, size);
       guarded([&] {
+        keep_previous_delta(anchor);
         traits::commit(workspace_, x, out, x_last_, anchor.delta, computes_ >= 1, config_.sampling);
       });
       ++computes_;
@@ -326,59 +491,61 @@ class controller {
       commit_measured_ = computes_ >= 2;
       has_prev_ = true;
       prev_is_last_ = true;
-      anchor.has_delta = true;
+      computed(anchor, p.info_);
     }
-
-    policy_.commit(ctx, chosen);
+    policy_.commit(p.context_, chosen);
     for (branch_state& b : branches_) b.done = false;
     anchor.done = true;
     decision_ = chosen;
     ++stats_.reasons[static_cast<std::size_t>(chosen.reason)];
     ++stats_.steps;
+    step_record record = p.record_;
     record.action = chosen.action;
     record.reason = chosen.reason;
     finish(record);
   }
 
-  template <class Denoiser>
-  void branch_step(const Tensor& x, Tensor& out, const step_info& info, Denoiser& denoiser) {
-    if (!in_generation_ || stats_.steps == 0 || info.index + 1 != stats_.steps)
-      throw error(detail::message("branch ", info.branch, " at step ", info.index,
-                                  " before branch 0 of that step: branch 0 (the anchor) must be evaluated first",
-                                  in_generation_ && stats_.steps ? " (current step is " : "",
-                                  in_generation_ && stats_.steps ? std::to_string(stats_.steps - 1) : "",
-                                  in_generation_ && stats_.steps ? ")" : ""));
-    branch_state& branch = branches_[info.branch];
-    if (branch.done)
-      throw error(detail::message("branch ", info.branch, " evaluated twice at step ", info.index,
-                                  " (for a second evaluation of a multi-evaluation sampler, use a separate "
-                                  "controller or call the denoiser directly)"));
-    const std::size_t size = traits::size(x);
-    if (branch.allocated && size != branch.size)
-      throw error(detail::message("input size of branch ", info.branch, " changed within a generation: ", size,
-                                  " elements at step ", info.index, ", ", branch.size, " before"));
-    if (!branch.allocated) allocate_branch(branch, x, size);
-
-    step_record record;
-    record.step = info.index;
-    record.branch = info.branch;
-    record.timestep = info.timestep;
-    record.reason = decision_.reason;
-    record.action = decision_.action;
-    if (record.action == action::skip && !branch.has_delta) {
-      record.action = action::compute;
-      record.reason = reason::no_history;
-    }
-    if (record.action == action::skip) {
-      prepare_output(out, x);
-      guarded([&] { traits::apply_delta(x, branch.delta, out, nullptr); });
+  void finish_branch(const pending& p, const Tensor& x, Tensor& out) {
+    branch_state& branch = branches_[p.info_.branch];
+    if (!branch.allocated) allocate_branch(branch, x, p.size_);
+    if (p.compute()) {
+      guarded([&] {
+        keep_previous_delta(branch);
+        traits::store_delta(x, out, branch.delta);
+      });
+      computed(branch, p.info_);
     } else {
-      call_denoiser(x, out, info, denoiser, size);
-      guarded([&] { traits::store_delta(x, out, branch.delta); });
-      branch.has_delta = true;
+      guarded([&] { skip_output(branch, x, out, nullptr, p.info_); });
     }
     branch.done = true;
+    step_record record = p.record_;
+    record.action = p.verdict_.action;
+    record.reason = p.verdict_.reason;
     finish(record);
+  }
+
+  // The cached prediction for a skipped step: x + Δ, or x + Δ extrapolated in the timestep.
+  void skip_output(const branch_state& branch, const Tensor& x, Tensor& out, buffer_type* input_copy,
+                   const step_info& info) {
+    if constexpr (detail::has_extrapolation<Tensor>::value) {
+      if (predicts_linearly() && branch.computes >= 2 && branch.timestep_last != branch.timestep_prev) {
+        const double weight = (info.timestep - branch.timestep_last) / (branch.timestep_last - branch.timestep_prev);
+        traits::apply_delta_extrapolated(x, branch.delta, branch.delta_prev, weight, out, input_copy);
+        return;
+      }
+    }
+    traits::apply_delta(x, branch.delta, out, input_copy);
+  }
+
+  void keep_previous_delta(branch_state& branch) {
+    if constexpr (detail::has_extrapolation<Tensor>::value)
+      if (predicts_linearly() && branch.computes > 0) traits::copy(branch.delta, branch.delta_prev);
+  }
+
+  static void computed(branch_state& branch, const step_info& info) noexcept {
+    ++branch.computes;
+    branch.timestep_prev = branch.timestep_last;
+    branch.timestep_last = info.timestep;
   }
 
   void prepare_output(Tensor& out, const Tensor& like) {
@@ -388,18 +555,6 @@ class controller {
       if (traits::size(out) != traits::size(like))
         throw error(detail::message("output has ", traits::size(out), " elements, input has ", traits::size(like)));
     }
-  }
-
-  template <class Denoiser>
-  void call_denoiser(const Tensor& x, Tensor& out, const step_info& info, Denoiser& denoiser, std::size_t size) {
-    constexpr int form = detail::denoiser_form<Denoiser, Tensor>();
-    if constexpr (form == detail::form_out_info || form == detail::form_out) prepare_output(out, x);
-    detail::invoke_denoiser<form>(denoiser, x, out, info);
-    const std::size_t produced = traits::size(out);
-    if (produced != size)
-      throw error(detail::message("denoiser output has ", produced, " elements at step ", info.index, ", branch ",
-                                  info.branch, "; the input has ", size));
-    if constexpr (detail::has_check<Tensor>::value) traits::check(out);
   }
 
   // A backend pass that fails half-way leaves buffers in an unknown state:
@@ -430,6 +585,7 @@ class controller {
   statistics stats_{};
   std::vector<step_record> trace_;
   decision_callback callback_;
+  statistics_reduction reduction_;
 
   std::vector<branch_state> branches_;
   buffer_type x_last_{};  // input of the last computed step (anchor)
@@ -437,6 +593,8 @@ class controller {
   workspace_type workspace_{};
   std::size_t anchor_size_ = 0;
   std::size_t computes_ = 0;  // anchor computed steps in this generation
+  std::uint64_t serial_ = 0;  // numbers the pending steps
+  std::uint64_t extra_serial_ = 0;
   bool in_generation_ = false;
   bool has_prev_ = false;
   bool prev_is_last_ = false;     // the previous input equals x_last_ (the previous step was computed)

@@ -95,6 +95,16 @@ struct host_tensor_traits {
     workspace.sums[static_cast<std::size_t>(statistic_slot::output_norm)] = sums.output_norm;
   }
 
+  static void apply_delta_extrapolated(const Tensor& x, const buffer_type& delta, const buffer_type& delta_prev,
+                                       double weight, Tensor& out, buffer_type* input_copy) {
+    detail::host::add_extrapolated<Scalar>(self::data(x), delta.data(), delta_prev.data(), weight, self::data(out),
+                                           input_copy ? input_copy->data() : nullptr, self::size(x));
+  }
+
+  static void copy(const buffer_type& from, buffer_type& to) {
+    detail::host::copy<Scalar>(from.data(), to.data(), from.size());
+  }
+
   static void store_delta(const Tensor& x, const Tensor& v, buffer_type& delta) {
     detail::host::subtract<Scalar>(self::data(v), self::data(x), delta.data(), self::size(x));
   }

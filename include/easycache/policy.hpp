@@ -9,11 +9,21 @@
 #include <cstddef>
 #include <limits>
 #include <optional>
+#include <type_traits>
+#include <utility>
 
 #include "config.hpp"
 #include "types.hpp"
 
 namespace easycache {
+
+namespace detail {
+template <class P, class = void>
+struct has_configure : std::false_type {};
+template <class P>
+struct has_configure<P, std::void_t<decltype(std::declval<P&>().configure(std::declval<const config&>()))>>
+    : std::true_type {};
+}  // namespace detail
 
 /// What is known when a step begins, before anything is measured.
 struct step_context {

@@ -49,6 +49,10 @@ inline constexpr std::size_t statistic_slot_count = 4;
 ///   static void check(const T&);                     // throw easycache::error on unusable input
 ///   static void resize_output(T& out, const T& like); // let the controller size `out`
 ///   static bool same_storage(const T&, const T&);     // refuse an `out` that aliases `x`
+///   static void copy(const buffer_type& from, buffer_type& to);      // for skip_predictor::linear_in_timestep:
+///   static void apply_delta_extrapolated(const T& x, const buffer_type& delta,
+///       const buffer_type& delta_prev, double weight, T& out, buffer_type* input_copy);
+///                                    // out = x + delta + weight·(delta − delta_prev)
 ///
 /// Host types with contiguous memory need only data() and size(): derive the
 /// specialization from easycache::host_tensor_traits<T, Scalar> (host_buffer.hpp).
@@ -105,6 +109,17 @@ template <class T>
 struct has_same_storage<
     T, std::void_t<decltype(bool(tensor_traits<T>::same_storage(std::declval<const T&>(), std::declval<const T&>())))>>
     : std::true_type {};
+
+template <class T, class = void>
+struct has_extrapolation : std::false_type {};
+template <class T>
+struct has_extrapolation<
+    T, std::void_t<decltype(tensor_traits<T>::copy(std::declval<const typename tensor_traits<T>::buffer_type&>(),
+                                                   std::declval<typename tensor_traits<T>::buffer_type&>())),
+                   decltype(tensor_traits<T>::apply_delta_extrapolated(
+                       std::declval<const T&>(), std::declval<const typename tensor_traits<T>::buffer_type&>(),
+                       std::declval<const typename tensor_traits<T>::buffer_type&>(), 0.0, std::declval<T&>(),
+                       std::declval<typename tensor_traits<T>::buffer_type*>()))>> : std::true_type {};
 
 template <class T, class = void>
 struct has_resize_output : std::false_type {};

@@ -42,6 +42,7 @@ struct statistics {
   std::size_t evaluations = 0;  ///< branch evaluations asked for (steps × branches)
   std::size_t calls = 0;        ///< denoiser calls made
   std::size_t skips = 0;        ///< evaluations answered from the cache
+  std::size_t extra_evaluations = 0;  ///< of the evaluations, extra ones (always computed)
   /// Anchor decisions by reason, indexed by static_cast<std::size_t>(reason).
   std::array<std::size_t, reason_count> reasons{};
 
@@ -87,6 +88,7 @@ inline void write_json(std::ostream& out, const statistics& stats, const std::ve
   const auto precision = out.precision(9);
   out << "{\"stats\":{\"steps\":" << stats.steps << ",\"evaluations\":" << stats.evaluations
       << ",\"calls\":" << stats.calls << ",\"skips\":" << stats.skips
+      << ",\"extra_evaluations\":" << stats.extra_evaluations
       << ",\"speedup_in_calls\":" << stats.speedup_in_calls() << ",\"reasons\":{";
   for (std::size_t i = 0; i < reason_count; ++i)
     out << (i ? "," : "") << '"' << to_string(static_cast<reason>(i)) << "\":" << stats.reasons[i];

@@ -17,6 +17,10 @@ struct step_info {
   std::size_t branch = 0;
   /// Position in the schedule in [0, 1] for the window variant; NaN: index / steps.
   double progress = std::numeric_limits<double>::quiet_NaN();
+  /// A further evaluation within the same step that takes no part in caching
+  /// (the second evaluation of Heun or DPM2): always computed, counted in the
+  /// stats, never touching the cached state.
+  bool extra_evaluation = false;
 };
 
 /// What a step did for one branch.
@@ -35,8 +39,9 @@ enum class reason : unsigned char {
   below_threshold,        ///< E < τ: skipped
   above_threshold,        ///< E >= τ: computed, E reset
   policy,                 ///< decided by a policy without statistics (fixed interval, mask, ...)
+  extra_evaluation,       ///< step_info::extra_evaluation: computed, outside the cache
 };
-inline constexpr std::size_t reason_count = 8;
+inline constexpr std::size_t reason_count = 9;
 
 /// Lower-case name of an action ("compute", "skip").
 constexpr const char* to_string(action a) noexcept { return a == action::skip ? "skip" : "compute"; }
@@ -52,6 +57,7 @@ constexpr const char* to_string(reason r) noexcept {
     case reason::below_threshold: return "below_threshold";
     case reason::above_threshold: return "above_threshold";
     case reason::policy: return "policy";
+    case reason::extra_evaluation: return "extra_evaluation";
   }
   return "unknown";
 }

@@ -88,6 +88,24 @@ void add(const S* x, const S* delta, S* out, S* copy, std::size_t n) {
   }
 }
 
+/// out = x + delta + weight·(delta − delta_prev); and copy = x when copy is not null.
+template <class S>
+void add_extrapolated(const S* x, const S* delta, const S* delta_prev, double weight, S* out, S* copy,
+                      std::size_t n) {
+  const S w = static_cast<S>(weight);
+  for (std::size_t i = 0; i < n; ++i) {
+    const S xi = x[i], di = delta[i];
+    if (copy) copy[i] = xi;
+    out[i] = xi + (di + w * (di - delta_prev[i]));
+  }
+}
+
+/// to = from.
+template <class S>
+void copy(const S* from, S* to, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) to[i] = from[i];
+}
+
 /// delta = v − x.
 template <class S>
 void subtract(const S* v, const S* x, S* delta, std::size_t n) {

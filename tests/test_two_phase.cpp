@@ -1,0 +1,170 @@
+// begin_step / finish_step, extra evaluations, the statistics reduction hook
+// and the linear-in-timestep predictor.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <stdexcept>
+#include <vector>
+
+#include "helpers.hpp"
+
+using Catch::Matchers::Contains;
+using Eigen::VectorXd;
+using easycache::action;
+
+namespace {
+VectorXd affine(const VectorXd& x) { return (x.array() + 8.0).matrix(); }
+
+easycache::config small() {
+  easycache::config cfg;
+  cfg.steps = 8;
+  cfg.warmup_steps = 2;
+  cfg.threshold = 0.5;
+  return cfg;
+}
+}  // namespace
+
+TEST_CASE("begin_step and finish_step give the same run as step()", "[two_phase]") {
+  easycache::controller<VectorXd> manual(small()), wrapped(small());
+  int calls = 0;
+  for (std::size_t t = 0; t < 8; ++t) {
+    const VectorXd x = test::constant(4, double(t));
+    VectorXd a(4), b;
+    auto p = manual.begin_step(x, {t});
+    if (p.compute()) {
+      ++calls;
+      a = affine(x);  // the engine runs its model itself
+    }
+    manual.finish_step(p, x, a);
+    wrapped.step(x, b, {t}, affine);
+    CHECK(a == b);
+    CHECK(p.action() == wrapped.trace().back().action);
+  }
+  CHECK(calls == 4);
+  CHECK(test::pattern(manual.trace()) == "CCSSSSCC");
+}
+
+TEST_CASE("an abandoned pending step takes no effect and may be begun again", "[two_phase]") {
+  easycache::controller<VectorXd> cache(small());
+  for (std::size_t t = 0; t < 8; ++t) {
+    const VectorXd x = test::constant(4, double(t));
+    VectorXd out(4);
+    auto first = cache.begin_step(x, {t});
+    auto second = cache.begin_step(x, {t});  // e.g. after the model threw
+    CHECK(first.action() == second.action());
+    CHECK_THROWS_WITH(cache.finish_step(first, x, out), Contains("not the latest begin_step"));
+    if (second.compute()) out = affine(x);
+    cache.finish_step(second, x, out);
+    CHECK_THROWS_WITH(cache.finish_step(second, x, out), Contains("not the latest begin_step"));
+  }
+  CHECK(test::pattern(cache.trace()) == "CCSSSSCC");
+}
+
+TEST_CASE("finish_step refuses another input size or a wrong output", "[two_phase][errors]") {
+  easycache::controller<VectorXd> cache(small());
+  const VectorXd x = test::constant(4, 0.0);
+  auto p = cache.begin_step(x, {0});
+  VectorXd wrong = test::constant(3, 1.0), out = affine(x);
+  CHECK_THROWS_WITH(cache.finish_step(p, test::constant(5, 0.0), out), Contains("input of 5 elements"));
+  CHECK_THROWS_WITH(cache.finish_step(p, x, wrong), Contains("denoiser output has 3 elements"));
+  CHECK_NOTHROW(cache.finish_step(p, x, out));
+  CHECK(cache.stats().steps == 1);
+}
+
+TEST_CASE("extra evaluations (Heun) are computed and counted but never cached", "[two_phase][multi_evaluation]") {
+  easycache::controller<VectorXd> heun(small()), plain(small());
+  int extra_calls = 0;
+  for (std::size_t t = 0; t < 8; ++t) {
+    const VectorXd x = test::constant(4, double(t));
+    VectorXd out, extra;
+    heun.step(x, out, {t}, affine);
+    plain.step(x, out, {t}, affine);
+    if (t + 1 < 8) {
+      easycache::step_info second{t, 0.0, 0};
+      second.extra_evaluation = true;
+      heun.step(test::constant(4, 1000.0 + double(t)), extra, second, [&](const VectorXd& in) {
+        ++extra_calls;
+        return affine(in);
+      });
+      CHECK(extra == affine(test::constant(4, 1000.0 + double(t))));
+    }
+  }
+  // The extra evaluations change neither the decisions nor the cached state.
+  std::vector<easycache::step_record> primary;
+  for (const auto& r : heun.trace())
+    if (r.reason != easycache::reason::extra_evaluation) primary.push_back(r);
+  CHECK(test::pattern(primary) == test::pattern(plain.trace()));
+  CHECK(extra_calls == 7);
+  const auto& s = heun.stats();
+  CHECK(s.steps == 8);
+  CHECK(s.extra_evaluations == 7);
+  CHECK(s.evaluations == 15);
+  CHECK(s.calls == 4 + 7);
+  CHECK(s.skips == 4);
+  CHECK(s.speedup_in_calls() == Approx(15.0 / 11.0));
+  CHECK(s.count(easycache::reason::extra_evaluation) == 0);  // reasons count anchor decisions only
+  std::size_t extra_records = 0;
+  for (const auto& r : heun.trace()) extra_records += r.reason == easycache::reason::extra_evaluation;
+  CHECK(extra_records == 7);
+}
+
+TEST_CASE("a statistics reduction sees sums and count and its result decides", "[two_phase][reduction]") {
+  // A hook that adds a second, identical shard: sums and count double, means stay,
+  // so the decisions must not change; one that adds a shard with a huge change
+  // must turn skips into computes.
+  easycache::controller<VectorXd> reference(small()), doubled(small()), disturbed(small());
+  std::size_t calls_to_hook = 0;
+  doubled.set_statistics_reduction([&](double* values, std::size_t count) {
+    REQUIRE(count == easycache::statistic_slot_count + 1);
+    CHECK(values[count - 1] == 4.0);
+    for (std::size_t i = 0; i < count; ++i) values[i] *= 2;
+    ++calls_to_hook;
+  });
+  disturbed.set_statistics_reduction([&](double* values, std::size_t count) {
+    values[static_cast<std::size_t>(easycache::statistic_slot::input_change)] += 1000.0;
+    values[count - 1] += 4.0;
+  });
+  for (std::size_t t = 0; t < 8; ++t) {
+    VectorXd out;
+    reference.step(test::constant(4, double(t)), out, {t}, affine);
+    doubled.step(test::constant(4, double(t)), out, {t}, affine);
+    disturbed.step(test::constant(4, double(t)), out, {t}, affine);
+  }
+  CHECK(test::pattern(doubled.trace()) == test::pattern(reference.trace()));
+  CHECK(calls_to_hook == 5);  // decision steps 2..6; forced steps need no statistics
+  CHECK(test::pattern(disturbed.trace()) == "CCCCCCCC");
+}
+
+TEST_CASE("linear-in-timestep predictor extrapolates the cached vector", "[two_phase][predictor]") {
+  // Δ(σ) = 3σ + 1 exactly (v = x + 3σ + 1): the linear predictor is exact, the
+  // constant one is off by 3·(σ − σ_last).
+  easycache::config cfg = small();
+  cfg.threshold = 10;
+  easycache::config linear = cfg;
+  linear.predictor = easycache::skip_predictor::linear_in_timestep;
+  easycache::controller<VectorXd> constant_cache(cfg), linear_cache(linear);
+  for (std::size_t t = 0; t < 8; ++t) {
+    const double sigma = 1.0 - double(t) / 8;
+    const VectorXd x = test::constant(3, double(t) * 0.1);
+    auto model = [&](const VectorXd& in) { return VectorXd((in.array() + 3 * sigma + 1).matrix()); };
+    VectorXd a, b;
+    constant_cache.step(x, a, {t, sigma}, model);
+    linear_cache.step(x, b, {t, sigma}, model);
+    const VectorXd exact = model(x);
+    if (linear_cache.trace().back().action == action::skip) {
+      CHECK(b.isApprox(exact, 1e-12));
+      CHECK(std::abs(a(0) - exact(0)) == Approx(3 * (7.0 / 8 - sigma)));  // Δ of step 1 (σ = 7/8)
+    }
+  }
+  CHECK(test::pattern(linear_cache.trace()) == test::pattern(constant_cache.trace()));
+  CHECK(linear_cache.stats().skips == 5);
+}
+
+TEST_CASE("the linear predictor needs timesteps", "[two_phase][predictor][errors]") {
+  easycache::config cfg = small();
+  cfg.predictor = easycache::skip_predictor::linear_in_timestep;
+  easycache::controller<VectorXd> cache(cfg);
+  VectorXd out;
+  CHECK_THROWS_WITH(cache.step(test::constant(4, 0), out, {0}, affine),
+                    Contains("needs a finite step_info::timestep (got nan at step 0, branch 0)"));
+}
