@@ -55,6 +55,9 @@ struct placeholder_traits {
 /// \tparam Policy  the decision rule; easycache_policy is the reference rule.
 template <class Tensor, class Policy = easycache_policy>
 class controller {
+  static_assert(detail::is_policy<Policy>::value,
+                "easycache: Policy needs plan(ctx) const, decide(ctx, measurement) const, commit(ctx, verdict) and "
+                "reset() (see easycache/policy.hpp)");
   static_assert(detail::has_traits<Tensor>::value,
                 "easycache: no easycache::tensor_traits for this tensor type. Include the backend header for it "
                 "(easycache/eigen.hpp, easycache/host_buffer.hpp, easycache/cuda.cuh, easycache/torch.hpp) or "
@@ -280,6 +283,8 @@ class controller {
     if constexpr (std::is_constructible_v<Policy, const config&>) {
       return Policy(cfg);
     } else {
+      static_assert(std::is_default_constructible_v<Policy>,
+                    "easycache: this policy needs arguments: construct the controller with (config, policy)");
       Policy policy{};
       if constexpr (detail::has_configure<Policy>::value) policy.configure(cfg);
       return policy;

@@ -5,25 +5,24 @@
 // unit-tested with plain numbers and swapped for another rule.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "config.hpp"
+#include "error.hpp"
+#include "trace.hpp"
 #include "types.hpp"
+#include "detail/format.hpp"
 
 namespace easycache {
 
-namespace detail {
-template <class P, class = void>
-struct has_configure : std::false_type {};
-template <class P>
-struct has_configure<P, std::void_t<decltype(std::declval<P&>().configure(std::declval<const config&>()))>>
-    : std::true_type {};
-}  // namespace detail
 
 /// What is known when a step begins, before anything is measured.
 struct step_context {
@@ -49,6 +48,46 @@ struct verdict {
   double accumulated_error = std::numeric_limits<double>::quiet_NaN();  ///< E compared with τ
 };
 
+/// Forced-compute rules shared by the policies: the warm-up steps and the last
+/// step, or, with a window, the steps outside it.
+struct forced_steps {
+  std::size_t warmup_steps = 0;
+  std::optional<schedule_window> window;
+
+  forced_steps() = default;
+  explicit forced_steps(const config& cfg) : warmup_steps(cfg.warmup_steps), window(cfg.window) {}
+
+  /// The forced verdict for a step, if any.
+  std::optional<verdict> operator()(const step_context& ctx) const {
+    if (window) {
+      if (ctx.progress < window->start || ctx.progress >= window->end)
+        return verdict{action::compute, reason::outside_window};
+      return std::nullopt;
+    }
+    if (ctx.step < warmup_steps) return verdict{action::compute, reason::warmup};
+    if (ctx.step + 1 >= ctx.steps) return verdict{action::compute, reason::last_step};
+    return std::nullopt;
+  }
+};
+
+namespace detail {
+template <class P, class = void>
+struct is_policy : std::false_type {};
+template <class P>
+struct is_policy<P, std::void_t<decltype(std::declval<const P&>().plan(std::declval<const step_context&>())),
+                                decltype(std::declval<const P&>().decide(std::declval<const step_context&>(),
+                                                                         std::declval<const step_measurement&>())),
+                                decltype(std::declval<P&>().commit(std::declval<const step_context&>(),
+                                                                   std::declval<const verdict&>())),
+                                decltype(std::declval<P&>().reset())>> : std::true_type {};
+
+template <class P, class = void>
+struct has_configure : std::false_type {};
+template <class P>
+struct has_configure<P, std::void_t<decltype(std::declval<P&>().configure(std::declval<const config&>()))>>
+    : std::true_type {};
+}  // namespace detail
+
 /// The reference EasyCache rule (algorithm.md), including its window variant.
 ///
 /// A policy has three phases so that the controller can keep its strong
@@ -61,17 +100,10 @@ struct verdict {
 class easycache_policy {
  public:
   easycache_policy() = default;
-  explicit easycache_policy(const config& cfg)
-      : threshold_(cfg.threshold), warmup_steps_(cfg.warmup_steps), window_(cfg.window) {}
+  explicit easycache_policy(const config& cfg) : threshold_(cfg.threshold), forced_(cfg) {}
 
   std::optional<verdict> plan(const step_context& ctx) const {
-    if (window_) {
-      if (ctx.progress < window_->start || ctx.progress >= window_->end)
-        return verdict{action::compute, reason::outside_window};
-    } else {
-      if (ctx.step < warmup_steps_) return verdict{action::compute, reason::warmup};
-      if (ctx.step + 1 >= ctx.steps) return verdict{action::compute, reason::last_step};
-    }
+    if (auto forced = forced_(ctx)) return forced;
     if (!ctx.has_history) return verdict{action::compute, reason::no_history};
     return std::nullopt;
   }
@@ -102,9 +134,281 @@ class easycache_policy {
 
  private:
   double threshold_ = 0.05;
-  std::size_t warmup_steps_ = 10;
-  std::optional<schedule_window> window_;
+  forced_steps forced_{config{}};
   double accumulated_error_ = 0.0;
+};
+
+/// Baseline: compute the forced steps and every `interval`-th step after the
+/// warm-up; skip the others without measuring anything ("static" cache).
+class fixed_interval_policy {
+ public:
+  explicit fixed_interval_policy(std::size_t interval = 2) : interval_(interval) {
+    if (interval == 0) throw error(detail::message("fixed_interval_policy: interval must be >= 1 (got 0)"));
+  }
+
+  void configure(const config& cfg) { forced_ = forced_steps(cfg); }
+
+  std::optional<verdict> plan(const step_context& ctx) const {
+    if (auto forced = forced_(ctx)) return forced;
+    const std::size_t since = ctx.step - std::min(ctx.step, forced_.warmup_steps);
+    return verdict{since % interval_ == 0 ? action::compute : action::skip, reason::policy};
+  }
+  verdict decide(const step_context&, const step_measurement&) const { return verdict{action::compute, reason::policy}; }
+  void commit(const step_context&, const verdict&) noexcept {}
+  void reset() noexcept {}
+
+  std::size_t interval() const noexcept { return interval_; }
+
+ private:
+  std::size_t interval_;
+  forced_steps forced_;
+};
+
+/// An explicit mask: step t is computed when compute[t] is true, skipped
+/// otherwise (a skip still needs a cached vector: the controller computes
+/// until it has one). Replays a recorded run with from_trace(), or gives a
+/// static cache with evenly_spaced().
+class step_mask_policy {
+ public:
+  step_mask_policy() = default;
+  explicit step_mask_policy(std::vector<bool> compute) : compute_(std::move(compute)) {}
+
+  /// The anchor decisions of a recorded trace (one generation).
+  static step_mask_policy from_trace(const std::vector<step_record>& trace) {
+    std::vector<bool> compute;
+    for (const step_record& r : trace) {
+      if (r.branch != 0 || r.reason == reason::extra_evaluation) continue;
+      if (r.step != compute.size())
+        throw error(detail::message("step_mask_policy::from_trace: trace has step ", r.step, " where step ",
+                                    compute.size(), " was expected (one whole generation is needed)"));
+      compute.push_back(r.action == action::compute);
+    }
+    return step_mask_policy(std::move(compute));
+  }
+
+  /// `calls` computed steps out of `steps`: the first `warmup_steps` and the
+  /// last one, the rest spread evenly over the steps in between.
+  static step_mask_policy evenly_spaced(std::size_t steps, std::size_t warmup_steps, std::size_t calls) {
+    if (steps == 0 || calls > steps || calls < std::min<std::size_t>(steps, warmup_steps + 1))
+      throw error(detail::message("step_mask_policy::evenly_spaced: ", calls, " calls cannot cover ", steps,
+                                  " steps with ", warmup_steps, " warm-up steps and the last step"));
+    std::vector<bool> compute(steps, false);
+    for (std::size_t t = 0; t < std::min(warmup_steps, steps); ++t) compute[t] = true;
+    compute[steps - 1] = true;
+    const std::size_t middle_begin = std::min(warmup_steps, steps - 1), middle = steps - 1 - middle_begin;
+    const std::size_t spread = calls - (middle_begin + 1);
+    for (std::size_t j = 0; j < spread; ++j) compute[middle_begin + (j * middle) / spread] = true;
+    return step_mask_policy(std::move(compute));
+  }
+
+  void configure(const config& cfg) {
+    if (compute_.size() != cfg.steps)
+      throw error(detail::message("step_mask_policy has ", compute_.size(), " entries for ", cfg.steps, " steps"));
+  }
+
+  std::optional<verdict> plan(const step_context& ctx) const {
+    const bool compute = ctx.step >= compute_.size() || compute_[ctx.step];
+    return verdict{compute ? action::compute : action::skip, reason::policy};
+  }
+  verdict decide(const step_context&, const step_measurement&) const { return verdict{action::compute, reason::policy}; }
+  void commit(const step_context&, const verdict&) noexcept {}
+  void reset() noexcept {}
+
+  const std::vector<bool>& mask() const noexcept { return compute_; }
+
+ private:
+  std::vector<bool> compute_;
+};
+
+/// A compute budget in place of τ: a number of computed steps per generation
+/// (of the anchor branch; every branch follows it), or a speedup in calls.
+struct budget {
+  /// Exactly `n` computed steps per generation.
+  static budget calls(std::size_t n) { return budget{n, 0.0}; }
+  /// About `s` times fewer calls: ceil(steps / s) computed steps.
+  static budget speedup(double s) {
+    if (!(s >= 1.0) || !std::isfinite(s))
+      throw error(detail::message("budget::speedup must be finite and >= 1 (got ", s, ")"));
+    return budget{0, s};
+  }
+  std::size_t computed_steps = 0;
+  double speedup_in_calls = 0.0;
+
+  std::size_t calls_for(std::size_t steps) const {
+    if (speedup_in_calls > 0)
+      return static_cast<std::size_t>(std::ceil(static_cast<double>(steps) / speedup_in_calls - 1e-9));
+    return computed_steps;
+  }
+};
+
+/// EasyCache's error signal steered to a compute budget (beyond the paper).
+///
+/// E accumulates ε = k·dx/‖v‖ as in the reference; a step is computed when E
+/// reaches an adaptive threshold, about (remaining free steps / remaining free
+/// calls) times a running mean of ε, so that computes fall where the accumulated
+/// predicted error is largest and their count matches the budget. Two hard
+/// rules make the count exact: when the remaining calls equal the remaining
+/// steps every step is computed, and when none remain every step is skipped.
+/// Forced computes (warm-up, last step, window) count towards the budget.
+class budget_policy {
+ public:
+  explicit budget_policy(budget target, double smoothing = 0.25) : target_(target), smoothing_(smoothing) {
+    if (!(smoothing > 0 && smoothing <= 1))
+      throw error(detail::message("budget_policy: smoothing must be in (0, 1] (got ", smoothing, ")"));
+  }
+
+  void configure(const config& cfg) {
+    forced_ = forced_steps(cfg);
+    steps_ = cfg.steps;
+    std::size_t forced = 0;
+    for (std::size_t t = 0; t < cfg.steps; ++t) {
+      step_context ctx;
+      ctx.step = t;
+      ctx.steps = cfg.steps;
+      ctx.progress = static_cast<double>(t) / static_cast<double>(cfg.steps);
+      forced += forced_(ctx).has_value();
+    }
+    const std::size_t calls = target_.calls_for(cfg.steps);
+    const std::size_t minimum = std::max<std::size_t>(forced, std::min<std::size_t>(2, cfg.steps));
+    if (calls < minimum || calls > cfg.steps)
+      throw error(detail::message("budget of ", calls, " computed steps is outside [", minimum, ", ", cfg.steps,
+                                  "] for this configuration (", forced, " forced steps; two computed steps are "
+                                  "needed before any skip)"));
+    calls_ = calls;
+    reset();
+  }
+
+  std::optional<verdict> plan(const step_context& ctx) const {
+    if (auto forced = forced_(ctx)) return forced;
+    const std::size_t remaining_steps = free_steps_from(ctx);
+    const std::size_t available = available_calls(ctx);
+    if (available == 0) return verdict{action::skip, reason::policy};
+    if (available >= remaining_steps || !ctx.has_history) return verdict{action::compute, reason::policy};
+    return std::nullopt;
+  }
+
+  verdict decide(const step_context& ctx, const step_measurement& m) const {
+    verdict v;
+    v.predicted_error = m.transformation_rate * (m.input_change / m.output_norm);
+    v.accumulated_error = accumulated_error_ + v.predicted_error;
+    const double mean = has_mean_ ? mean_error_ : v.predicted_error;
+    // A segment of L steps (L − 1 skips, then a compute) accumulates about L·ε̄;
+    // the target length is the remaining steps per remaining call. Comparing
+    // with (L − ½)·ε̄ rounds L instead of rounding it up, which would fall behind
+    // the budget and leave a run of forced computes at the end.
+    const double spacing = static_cast<double>(free_steps_from(ctx)) / static_cast<double>(available_calls(ctx));
+    const bool compute = v.accumulated_error >= (spacing - 0.5) * mean;
+    v.action = compute ? action::compute : action::skip;
+    v.reason = compute ? reason::above_threshold : reason::below_threshold;
+    return v;
+  }
+
+  void commit(const step_context&, const verdict& v) noexcept {
+    if (v.action == action::compute) ++computed_;
+    if (std::isfinite(v.predicted_error)) {
+      mean_error_ = has_mean_ ? (1 - smoothing_) * mean_error_ + smoothing_ * v.predicted_error : v.predicted_error;
+      has_mean_ = true;
+    }
+    accumulated_error_ = v.action == action::skip ? v.accumulated_error : 0.0;
+  }
+
+  void reset() noexcept {
+    computed_ = 0;
+    accumulated_error_ = 0.0;
+    mean_error_ = 0.0;
+    has_mean_ = false;
+  }
+
+  /// Computed steps per generation this policy aims at (after configure).
+  std::size_t target_calls() const noexcept { return calls_; }
+  double accumulated_error() const noexcept { return accumulated_error_; }
+
+ private:
+  // Non-forced steps from ctx.step to the end, this one included.
+  std::size_t free_steps_from(const step_context& ctx) const {
+    std::size_t n = 0;
+    for (std::size_t t = ctx.step; t < steps_; ++t) n += !forced_(context_at(t, ctx)).has_value();
+    return n;
+  }
+  // Calls left for non-forced steps: the budget minus the computes so far and
+  // the forced computes still to come.
+  std::size_t available_calls(const step_context& ctx) const {
+    std::size_t reserved = 0;
+    for (std::size_t t = ctx.step; t < steps_; ++t) reserved += forced_(context_at(t, ctx)).has_value();
+    const std::size_t used = computed_ + reserved;
+    return calls_ > used ? calls_ - used : 0;
+  }
+  step_context context_at(std::size_t t, const step_context& now) const {
+    step_context c = now;
+    c.step = t;
+    c.progress = now.progress + static_cast<double>(t - now.step) / static_cast<double>(steps_);
+    return c;
+  }
+
+  budget target_;
+  double smoothing_;
+  forced_steps forced_;
+  std::size_t steps_ = 0;
+  std::size_t calls_ = 0;
+  std::size_t computed_ = 0;
+  double accumulated_error_ = 0.0;
+  double mean_error_ = 0.0;
+  bool has_mean_ = false;
+};
+
+/// Any policy behind one type, chosen at run time:
+///   controller<T, any_policy> cache(cfg, any_policy(fixed_interval_policy(3)));
+class any_policy {
+ public:
+  /// The reference rule, built from the configuration.
+  any_policy() : any_policy(easycache_policy{}) {}
+  template <class Policy, class = std::enable_if_t<!std::is_same_v<std::decay_t<Policy>, any_policy> &&
+                                                  detail::is_policy<std::decay_t<Policy>>::value>>
+  any_policy(Policy policy)  // NOLINT: implicit by design, like std::function
+      : self_(std::make_unique<model<Policy>>(std::move(policy))) {}
+  any_policy(const any_policy& other) : self_(other.self_->clone()) {}
+  any_policy(any_policy&&) noexcept = default;
+  any_policy& operator=(const any_policy& other) {
+    if (this != &other) self_ = other.self_->clone();
+    return *this;
+  }
+  any_policy& operator=(any_policy&&) noexcept = default;
+  ~any_policy() = default;
+
+  void configure(const config& cfg) { self_->configure(cfg); }
+  std::optional<verdict> plan(const step_context& ctx) const { return self_->plan(ctx); }
+  verdict decide(const step_context& ctx, const step_measurement& m) const { return self_->decide(ctx, m); }
+  void commit(const step_context& ctx, const verdict& v) noexcept { self_->commit(ctx, v); }
+  void reset() noexcept { self_->reset(); }
+
+ private:
+  struct concept_t {
+    virtual ~concept_t() = default;
+    virtual std::unique_ptr<concept_t> clone() const = 0;
+    virtual void configure(const config&) = 0;
+    virtual std::optional<verdict> plan(const step_context&) const = 0;
+    virtual verdict decide(const step_context&, const step_measurement&) const = 0;
+    virtual void commit(const step_context&, const verdict&) noexcept = 0;
+    virtual void reset() noexcept = 0;
+  };
+  template <class Policy>
+  struct model final : concept_t {
+    explicit model(Policy p) : policy(std::move(p)) {}
+    std::unique_ptr<concept_t> clone() const override { return std::make_unique<model>(policy); }
+    void configure(const config& cfg) override {
+      if constexpr (detail::has_configure<Policy>::value) {
+        policy.configure(cfg);
+      } else if constexpr (std::is_constructible_v<Policy, const config&>) {
+        policy = Policy(cfg);
+      }
+    }
+    std::optional<verdict> plan(const step_context& ctx) const override { return policy.plan(ctx); }
+    verdict decide(const step_context& ctx, const step_measurement& m) const override { return policy.decide(ctx, m); }
+    void commit(const step_context& ctx, const verdict& v) noexcept override { policy.commit(ctx, v); }
+    void reset() noexcept override { policy.reset(); }
+    Policy policy;
+  };
+  std::unique_ptr<concept_t> self_;
 };
 
 }  // namespace easycache

@@ -1,0 +1,156 @@
+// easycache: runtime-adaptive caching for diffusion denoisers.
+// SPDX-License-Identifier: MIT
+//
+// Recorded trajectories: the inputs and denoiser outputs of an uncached run,
+// saved once, so that policies can be unit-tested and compared without the model.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <istream>
+#include <ostream>
+#include <utility>
+#include <vector>
+
+#include "config.hpp"
+#include "controller.hpp"
+#include "error.hpp"
+#include "host_buffer.hpp"
+#include "trace.hpp"
+#include "detail/format.hpp"
+
+namespace easycache {
+
+/// The inputs and outputs of every evaluation of one uncached generation
+/// (float, host memory): steps × branches tensors of `size` elements each.
+class recorded_trajectory {
+ public:
+  recorded_trajectory() = default;
+  recorded_trajectory(std::size_t steps, std::size_t branches, std::size_t size)
+      : steps_(steps), branches_(branches), size_(size), timesteps_(steps, 0.0),
+        inputs_(steps * branches * size), outputs_(steps * branches * size), filled_(steps * branches, false) {}
+
+  /// Stores one evaluation of the uncached run.
+  void record(std::size_t step, std::size_t branch, double timestep, const float* input, const float* output) {
+    if (step >= steps_ || branch >= branches_)
+      throw error(detail::message("recorded_trajectory::record: step ", step, ", branch ", branch,
+                                  " outside ", steps_, " steps x ", branches_, " branches"));
+    timesteps_[step] = timestep;
+    const std::size_t at = (step * branches_ + branch) * size_;
+    for (std::size_t i = 0; i < size_; ++i) {
+      inputs_[at + i] = input[i];
+      outputs_[at + i] = output[i];
+    }
+    filled_[step * branches_ + branch] = true;
+  }
+
+  std::size_t steps() const noexcept { return steps_; }
+  std::size_t branches() const noexcept { return branches_; }
+  std::size_t size() const noexcept { return size_; }
+  double timestep(std::size_t step) const { return timesteps_.at(step); }
+  const float* input(std::size_t step, std::size_t branch) const { return &inputs_[offset(step, branch)]; }
+  const float* output(std::size_t step, std::size_t branch) const { return &outputs_[offset(step, branch)]; }
+  /// Every evaluation was recorded.
+  bool complete() const noexcept {
+    for (bool f : filled_)
+      if (!f) return false;
+    return true;
+  }
+
+  /// Binary format: "ECTRAJ01", then u64 steps, branches, size, then the
+  /// timesteps (f64), inputs and outputs (f32), little-endian as in memory.
+  void save(std::ostream& out) const {
+    out.write(magic, 8);
+    const std::uint64_t header[3] = {steps_, branches_, size_};
+    out.write(reinterpret_cast<const char*>(header), sizeof header);
+    out.write(reinterpret_cast<const char*>(timesteps_.data()), static_cast<std::streamsize>(steps_ * sizeof(double)));
+    const auto bytes = static_cast<std::streamsize>(inputs_.size() * sizeof(float));
+    out.write(reinterpret_cast<const char*>(inputs_.data()), bytes);
+    out.write(reinterpret_cast<const char*>(outputs_.data()), bytes);
+    if (!out) throw error(detail::message("recorded_trajectory::save: write failed"));
+  }
+
+  static recorded_trajectory load(std::istream& in) {
+    char head[8] = {};
+    std::uint64_t header[3] = {};
+    in.read(head, 8);
+    in.read(reinterpret_cast<char*>(header), sizeof header);
+    if (!in || std::char_traits<char>::compare(head, magic, 8) != 0)
+      throw error(detail::message("recorded_trajectory::load: not a recorded trajectory"));
+    if (header[0] == 0 || header[1] == 0 || header[0] > (1u << 20) || header[1] > 64 || header[2] > (1ull << 32))
+      throw error(detail::message("recorded_trajectory::load: implausible header (", header[0], " steps, ",
+                                  header[1], " branches, ", header[2], " elements)"));
+    recorded_trajectory t(static_cast<std::size_t>(header[0]), static_cast<std::size_t>(header[1]),
+                          static_cast<std::size_t>(header[2]));
+    in.read(reinterpret_cast<char*>(t.timesteps_.data()), static_cast<std::streamsize>(t.steps_ * sizeof(double)));
+    const auto bytes = static_cast<std::streamsize>(t.inputs_.size() * sizeof(float));
+    in.read(reinterpret_cast<char*>(t.inputs_.data()), bytes);
+    in.read(reinterpret_cast<char*>(t.outputs_.data()), bytes);
+    if (!in) throw error(detail::message("recorded_trajectory::load: file ends early"));
+    t.filled_.assign(t.filled_.size(), true);
+    return t;
+  }
+
+ private:
+  static constexpr const char magic[9] = "ECTRAJ01";
+  std::size_t offset(std::size_t step, std::size_t branch) const {
+    if (step >= steps_ || branch >= branches_)
+      throw error(detail::message("recorded_trajectory: step ", step, ", branch ", branch, " outside the recording"));
+    return (step * branches_ + branch) * size_;
+  }
+
+  std::size_t steps_ = 0, branches_ = 0, size_ = 0;
+  std::vector<double> timesteps_;
+  std::vector<float> inputs_, outputs_;
+  std::vector<bool> filled_;
+};
+
+/// What a replay produced.
+struct replay_result {
+  std::vector<step_record> trace;
+  statistics stats;
+  /// Per evaluation (step-major, then branch): mean |output − recorded output|,
+  /// 0 on computed evaluations; the error a skip makes at that step.
+  std::vector<double> output_error;
+};
+
+/// Runs a controller with `policy` over a recording, open loop: each step gets
+/// the recorded input, and the "denoiser" returns the recorded output. The
+/// decisions are therefore a deterministic function of the recording, the
+/// configuration and the policy: a policy can be unit-tested on real data.
+template <class Policy>
+replay_result replay(const recorded_trajectory& recording, const config& cfg, Policy policy) {
+  if (cfg.steps != recording.steps() || cfg.branches != recording.branches())
+    throw error(detail::message("replay: config has ", cfg.steps, " steps and ", cfg.branches,
+                                " branches, the recording ", recording.steps(), " and ", recording.branches()));
+  if (!recording.complete()) throw error(detail::message("replay: the recording misses evaluations"));
+  controller<host_buffer<float>, Policy> cache(cfg, std::move(policy));
+  std::vector<float> input(recording.size()), output(recording.size());
+  host_buffer<float> x{input.data(), input.size()}, out{output.data(), output.size()};
+  replay_result result;
+  for (std::size_t t = 0; t < recording.steps(); ++t) {
+    for (std::size_t b = 0; b < recording.branches(); ++b) {
+      const float* recorded_input = recording.input(t, b);
+      const float* recorded_output = recording.output(t, b);
+      input.assign(recorded_input, recorded_input + recording.size());
+      cache.step(x, out, step_info{t, recording.timestep(t), b}, [&](const host_buffer<float>&, host_buffer<float>& v) {
+        for (std::size_t i = 0; i < v.size; ++i) v.data[i] = recorded_output[i];
+      });
+      double error_sum = 0;
+      for (std::size_t i = 0; i < recording.size(); ++i)
+        error_sum += std::abs(static_cast<double>(output[i]) - static_cast<double>(recorded_output[i]));
+      result.output_error.push_back(recording.size() ? error_sum / static_cast<double>(recording.size()) : 0.0);
+    }
+  }
+  result.trace = cache.trace();
+  result.stats = cache.stats();
+  return result;
+}
+
+/// replay() with the reference rule.
+inline replay_result replay(const recorded_trajectory& recording, const config& cfg) {
+  return replay(recording, cfg, easycache_policy(cfg));
+}
+
+}  // namespace easycache

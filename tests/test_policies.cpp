@@ -1,0 +1,263 @@
+// Policies behind one controller: the reference rule on plain numbers, fixed
+// interval, explicit masks, replay of recorded decisions, compute budgets, a
+// user's own policy tested on a recorded trajectory, and any_policy.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <sstream>
+#include <vector>
+
+#include <easycache/replay.hpp>
+
+#include "helpers.hpp"
+
+using Catch::Matchers::Contains;
+using Eigen::VectorXd;
+using easycache::action;
+using easycache::reason;
+
+namespace {
+
+VectorXd affine(const VectorXd& x) { return (x.array() + 8.0).matrix(); }
+
+easycache::config small(std::size_t steps = 8) {
+  easycache::config cfg;
+  cfg.steps = steps;
+  cfg.warmup_steps = 2;
+  cfg.threshold = 0.5;
+  return cfg;
+}
+
+template <class Policy>
+std::string run_affine(const easycache::config& cfg, Policy policy) {
+  easycache::controller<VectorXd, Policy> cache(cfg, std::move(policy));
+  for (std::size_t t = 0; t < cfg.steps; ++t) {
+    VectorXd out;
+    cache.step(test::constant(4, double(t)), out, {t}, affine);
+  }
+  return test::pattern(cache.trace());
+}
+
+// A recording of an uncached sampler run with a nonlinear model: Euler steps of
+// a flow whose velocity drifts along the schedule. With `burst`, the output
+// also changes fast around sigma = 0.6 and slowly elsewhere, so the predicted
+// error per step varies strongly.
+easycache::recorded_trajectory record(std::size_t steps, std::size_t size = 64, bool burst = false) {
+  easycache::recorded_trajectory recording(steps, 1, size);
+  std::vector<float> x(size), v(size);
+  for (std::size_t i = 0; i < size; ++i) x[i] = std::sin(0.37f * float(i));
+  for (std::size_t t = 0; t < steps; ++t) {
+    const double sigma = 1.0 - double(t) / double(steps);
+    for (std::size_t i = 0; i < size; ++i) {
+      if (burst) {
+        v[i] = float(std::tanh(x[i]) + 2.0 / (1 + std::exp(-(sigma - 0.6) * 25)) * std::cos(0.3 * double(i)));
+      } else {
+        v[i] = float(std::tanh(x[i]) * (1 - sigma) + std::cos(3 * sigma + 0.1 * double(i)) * sigma);
+      }
+    }
+    recording.record(t, 0, sigma, x.data(), v.data());
+    for (std::size_t i = 0; i < size; ++i) x[i] -= v[i] / float(steps);
+  }
+  return recording;
+}
+
+}  // namespace
+
+TEST_CASE("the reference policy alone, on plain numbers", "[policies]") {
+  easycache::config cfg = small();
+  easycache::easycache_policy policy(cfg);
+  easycache::step_context ctx{0, 8, 0.0, false};
+  CHECK(policy.plan(ctx)->reason == reason::warmup);
+  ctx.step = 7;
+  CHECK(policy.plan(ctx)->reason == reason::last_step);
+  ctx.step = 3;
+  CHECK(policy.plan(ctx)->reason == reason::no_history);
+  ctx.has_history = true;
+  CHECK_FALSE(policy.plan(ctx).has_value());
+  // k = 2, dx = 0.1, ‖v‖ = 1: ε = 0.2 per step; E = 0.2, 0.4 < 0.5 skip; 0.6 computes.
+  const easycache::step_measurement m{0.1, 2.0, 1.0};
+  for (double expected : {0.2, 0.4}) {
+    const auto v = policy.decide(ctx, m);
+    CHECK(v.action == action::skip);
+    CHECK(v.accumulated_error == Approx(expected));
+    policy.commit(ctx, v);
+  }
+  const auto v = policy.decide(ctx, m);
+  CHECK(v.action == action::compute);
+  CHECK(v.reason == reason::above_threshold);
+  policy.commit(ctx, v);
+  CHECK(policy.accumulated_error() == 0.0);
+}
+
+TEST_CASE("fixed interval policy", "[policies]") {
+  CHECK(run_affine(small(12), easycache::fixed_interval_policy(3)) == "CCCSSCSSCSSC");
+  CHECK(run_affine(small(12), easycache::fixed_interval_policy(1)) == "CCCCCCCCCCCC");
+  CHECK_THROWS_WITH(easycache::fixed_interval_policy(0), Contains("interval must be >= 1 (got 0)"));
+}
+
+TEST_CASE("step mask policy and evenly spaced static caches", "[policies]") {
+  const std::vector<bool> mask{true, true, false, true, false, false, false, true};
+  CHECK(run_affine(small(), easycache::step_mask_policy(mask)) == "CCSCSSSC");
+  // The controller still refuses to skip before anything was computed.
+  CHECK(run_affine(small(), easycache::step_mask_policy(std::vector<bool>(8, false))) == "CSSSSSSS");
+  CHECK_THROWS_WITH((easycache::controller<VectorXd, easycache::step_mask_policy>(small(), easycache::step_mask_policy(mask)).reset(small(9))),
+                    Contains("step_mask_policy has 8 entries for 9 steps"));
+  for (std::size_t calls = 3; calls <= 20; ++calls) {
+    const auto spaced = easycache::step_mask_policy::evenly_spaced(20, 2, calls);
+    std::size_t n = 0;
+    for (bool c : spaced.mask()) n += c;
+    CHECK(n == calls);
+    CHECK(spaced.mask()[0]);
+    CHECK(spaced.mask()[1]);
+    CHECK(spaced.mask()[19]);
+  }
+  CHECK_THROWS_WITH(easycache::step_mask_policy::evenly_spaced(20, 5, 4), Contains("4 calls cannot cover 20 steps"));
+}
+
+TEST_CASE("recorded decisions replay to the same outputs bit for bit", "[policies][replay]") {
+  easycache::config cfg = easycache::config::wan21(30);
+  cfg.threshold = 0.1;
+  auto run = [&](auto& cache) {
+    Eigen::VectorXf x = Eigen::VectorXf::LinSpaced(128, -1.0f, 1.0f), cond(128), uncond(128);
+    for (std::size_t t = 0; t < 30; ++t) {
+      const double sigma = 1.0 - double(t) / 30;
+      auto model = [&](const Eigen::VectorXf& in, Eigen::VectorXf& out, const easycache::step_info& info) {
+        out = (in.array().sin() * float(sigma) + in.array() * float(1 - sigma) + 0.1f * float(info.branch)).matrix();
+      };
+      cache.step(x, cond, {t, sigma, 0}, model);
+      cache.step(x, uncond, {t, sigma, 1}, model);
+      x -= (uncond + 4.0f * (cond - uncond)) / 30.0f;
+    }
+    return x;
+  };
+  easycache::controller<Eigen::VectorXf> original(cfg);
+  const Eigen::VectorXf first = run(original);
+  REQUIRE(original.stats().skips > 0);
+  easycache::controller<Eigen::VectorXf, easycache::step_mask_policy> replayed(
+      cfg, easycache::step_mask_policy::from_trace(original.trace()));
+  const Eigen::VectorXf second = run(replayed);
+  CHECK((first.array() == second.array()).all());
+  CHECK(test::pattern(original.trace(), 1) == test::pattern(replayed.trace(), 1));
+}
+
+TEST_CASE("compute budget: the calls land on the target", "[policies][budget]") {
+  const auto recording = record(50);
+  easycache::config cfg;
+  cfg.steps = 50;
+  cfg.warmup_steps = 5;
+  for (std::size_t target : {7u, 10u, 15u, 20u, 25u, 35u, 50u}) {
+    const auto result = easycache::replay(recording, cfg, easycache::budget_policy(easycache::budget::calls(target)));
+    INFO("target " << target << " pattern " << test::pattern(result.trace));
+    CHECK(result.stats.calls == target);
+  }
+  const auto half = easycache::replay(recording, cfg, easycache::budget_policy(easycache::budget::speedup(2.0)));
+  CHECK(half.stats.calls == 25);
+  CHECK_THROWS_WITH(easycache::replay(recording, cfg, easycache::budget_policy(easycache::budget::calls(5))),
+                    Contains("budget of 5 computed steps is outside [6, 50]"));
+  CHECK_THROWS_WITH(easycache::budget::speedup(0.5), Contains("got 0.5"));
+}
+
+TEST_CASE("compute budget spends its skips where the predicted error is small", "[policies][budget]") {
+  // Against a static cache with the same calls on a recording whose predicted
+  // error varies along the schedule, the budget policy's total skip error must be
+  // lower: it computes where E grows fast. (With a constant ε there is nothing
+  // to exploit and both are about equal.)
+  const auto recording = record(50, 64, true);
+  easycache::config cfg;
+  cfg.steps = 50;
+  cfg.warmup_steps = 5;
+  for (std::size_t target : {11u, 18u, 26u}) {
+    const auto steered = easycache::replay(recording, cfg, easycache::budget_policy(easycache::budget::calls(target)));
+    const auto fixed = easycache::replay(recording, cfg, easycache::step_mask_policy::evenly_spaced(50, 5, target));
+    REQUIRE(steered.stats.calls == fixed.stats.calls);
+    double steered_error = 0, fixed_error = 0;
+    for (double e : steered.output_error) steered_error += e;
+    for (double e : fixed.output_error) fixed_error += e;
+    INFO("target " << target);
+    CHECK(steered_error < fixed_error);
+  }
+}
+
+namespace {
+// A user's own policy: skip at most `limit` steps in a row (MagCache-like),
+// else the reference rule.
+class capped_policy {
+ public:
+  capped_policy(const easycache::config& cfg, std::size_t limit) : inner_(cfg), limit_(limit) {}
+  std::optional<easycache::verdict> plan(const easycache::step_context& ctx) const {
+    if (auto v = inner_.plan(ctx)) return v;
+    if (skipped_in_a_row_ >= limit_) return easycache::verdict{action::compute, reason::policy};
+    return std::nullopt;
+  }
+  easycache::verdict decide(const easycache::step_context& ctx, const easycache::step_measurement& m) const {
+    return inner_.decide(ctx, m);
+  }
+  void commit(const easycache::step_context& ctx, const easycache::verdict& v) noexcept {
+    inner_.commit(ctx, v);
+    skipped_in_a_row_ = v.action == action::skip ? skipped_in_a_row_ + 1 : 0;
+  }
+  void reset() noexcept {
+    inner_.reset();
+    skipped_in_a_row_ = 0;
+  }
+
+ private:
+  easycache::easycache_policy inner_;
+  std::size_t limit_;
+  std::size_t skipped_in_a_row_ = 0;
+};
+}  // namespace
+
+TEST_CASE("a user's policy unit-tested against a recorded trajectory", "[policies][replay]") {
+  const auto recording = record(40);
+  std::stringstream file;
+  recording.save(file);
+  const auto loaded = easycache::recorded_trajectory::load(file);
+  easycache::config cfg;
+  cfg.steps = 40;
+  cfg.warmup_steps = 4;
+  cfg.threshold = 1e9;  // the reference would skip everything it may
+  const auto reference = easycache::replay(loaded, cfg);
+  CHECK(test::pattern(reference.trace) == "CCCC" + std::string(35, 'S') + "C");
+  const auto capped = easycache::replay(loaded, cfg, capped_policy(cfg, 3));
+  const std::string pattern = test::pattern(capped.trace);
+  CHECK(pattern.find("SSSS") == std::string::npos);
+  CHECK(pattern.find("SSS") != std::string::npos);
+  // Deterministic: the same recording gives the same decisions.
+  CHECK(test::pattern(easycache::replay(recording, cfg, capped_policy(cfg, 3)).trace) == pattern);
+  // The error of a skipped step is measured against the recorded output.
+  for (std::size_t t = 0; t < 40; ++t)
+    if (capped.trace[t].action == action::compute) CHECK(capped.output_error[t] == 0.0);
+}
+
+TEST_CASE("recordings: bad files and bad use", "[policies][replay][errors]") {
+  std::stringstream junk("not a trajectory at all");
+  CHECK_THROWS_WITH(easycache::recorded_trajectory::load(junk), Contains("not a recorded trajectory"));
+  easycache::recorded_trajectory partial(4, 1, 2);
+  float v[2] = {1, 2};
+  CHECK_THROWS_WITH(partial.record(4, 0, 0.0, v, v), Contains("step 4, branch 0 outside 4 steps"));
+  partial.record(0, 0, 1.0, v, v);
+  easycache::config cfg = small(4);
+  CHECK_THROWS_WITH(easycache::replay(partial, cfg), Contains("misses evaluations"));
+  CHECK_THROWS_WITH(easycache::replay(partial, small(5)), Contains("config has 5 steps"));
+  std::stringstream truncated;
+  record(10).save(truncated);
+  std::stringstream cut(truncated.str().substr(0, 100));
+  CHECK_THROWS_WITH(easycache::recorded_trajectory::load(cut), Contains("ends early"));
+}
+
+TEST_CASE("any_policy: chosen at run time, same decisions as the policy itself", "[policies]") {
+  using any = easycache::any_policy;
+  CHECK(run_affine(small(), any()) == run_affine(small(), easycache::easycache_policy(small())));
+  CHECK(run_affine(small(12), any(easycache::fixed_interval_policy(3))) == "CCCSSCSSCSSC");
+  const std::vector<bool> mask{true, true, false, true, false, false, false, true};
+  CHECK(run_affine(small(), any(easycache::step_mask_policy(mask))) == "CCSCSSSC");
+  // The ComfyUI-style variant is the reference policy with the comfyui preset.
+  easycache::config comfy = easycache::config::comfyui(20);
+  comfy.sampling = {};
+  CHECK(run_affine(comfy, any()) == run_affine(comfy, easycache::easycache_policy(comfy)));
+  any copy = any(easycache::fixed_interval_policy(2));
+  any assigned;
+  assigned = copy;
+  CHECK(run_affine(small(6), assigned) == "CCCSCC");
+}
