@@ -12,6 +12,10 @@ if(TARGET easycache_eigen)
   install(TARGETS easycache_eigen EXPORT easycache-eigen-targets)
   install(EXPORT easycache-eigen-targets NAMESPACE easycache:: DESTINATION ${EASYCACHE_CMAKE_DIR})
 endif()
+if(TARGET easycache_mpi)
+  install(TARGETS easycache_mpi EXPORT easycache-mpi-targets)
+  install(EXPORT easycache-mpi-targets NAMESPACE easycache:: DESTINATION ${EASYCACHE_CMAKE_DIR})
+endif()
 
 configure_package_config_file(${CMAKE_CURRENT_LIST_DIR}/easycacheConfig.cmake.in
                               ${CMAKE_CURRENT_BINARY_DIR}/easycacheConfig.cmake

@@ -3,7 +3,7 @@
 # AddressSanitizer + UndefinedBehaviorSanitizer builds, warnings as errors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/deps.sh core
+scripts/deps.sh core mpi
 
 jobs=$(nproc)
 summary=()
