@@ -264,6 +264,7 @@ class controller {
         throw error(detail::message("input size changed within a generation: ", size, " elements at step ",
                                     info.index, ", ", anchor_size_,
                                     " before (start a new generation at step 0 to change sizes)"));
+      if constexpr (detail::has_check_compatible<Tensor>::value) traits::check_compatible(x, x_last_);
     } else {
       start_generation(x, size);
     }
@@ -317,7 +318,7 @@ class controller {
         prev_is_last_ = false;
       }
     } else {
-      call_denoiser(x, out, info, denoiser, size);
+      call_denoiser(x, out, info, denoiser, size, x_last_);
       guarded([&] {
         traits::commit(workspace_, x, out, x_last_, anchor.delta, computes_ >= 1, config_.sampling);
       });
@@ -357,6 +358,9 @@ class controller {
     if (branch.allocated && size != branch.size)
       throw error(detail::message("input size of branch ", info.branch, " changed within a generation: ", size,
                                   " elements at step ", info.index, ", ", branch.size, " before"));
+    if constexpr (detail::has_check_compatible<Tensor>::value) {
+      if (branch.allocated) traits::check_compatible(x, branch.delta);
+    }
     if (!branch.allocated) allocate_branch(branch, x, size);
 
     step_record record;
@@ -373,7 +377,7 @@ class controller {
       prepare_output(out, x);
       guarded([&] { traits::apply_delta(x, branch.delta, out, nullptr); });
     } else {
-      call_denoiser(x, out, info, denoiser, size);
+      call_denoiser(x, out, info, denoiser, size, branch.delta);
       guarded([&] { traits::store_delta(x, out, branch.delta); });
       branch.has_delta = true;
     }
@@ -391,7 +395,8 @@ class controller {
   }
 
   template <class Denoiser>
-  void call_denoiser(const Tensor& x, Tensor& out, const step_info& info, Denoiser& denoiser, std::size_t size) {
+  void call_denoiser(const Tensor& x, Tensor& out, const step_info& info, Denoiser& denoiser, std::size_t size,
+                     [[maybe_unused]] const buffer_type& state) {
     constexpr int form = detail::denoiser_form<Denoiser, Tensor>();
     if constexpr (form == detail::form_out_info || form == detail::form_out) prepare_output(out, x);
     detail::invoke_denoiser<form>(denoiser, x, out, info);
@@ -400,6 +405,7 @@ class controller {
       throw error(detail::message("denoiser output has ", produced, " elements at step ", info.index, ", branch ",
                                   info.branch, "; the input has ", size));
     if constexpr (detail::has_check<Tensor>::value) traits::check(out);
+    if constexpr (detail::has_check_compatible<Tensor>::value) traits::check_compatible(out, state);
   }
 
   // A backend pass that fails half-way leaves buffers in an unknown state:

@@ -49,6 +49,10 @@ inline constexpr std::size_t statistic_slot_count = 4;
 ///   static void check(const T&);                     // throw easycache::error on unusable input
 ///   static void resize_output(T& out, const T& like); // let the controller size `out`
 ///   static bool same_storage(const T&, const T&);     // refuse an `out` that aliases `x`
+///   static void check_compatible(const T&, const buffer_type& state);
+///       // throw easycache::error when a tensor cannot be used with a buffer of the
+///       // generation (its element type or device changed since step 0); called
+///       // before anything changes, on inputs and on the denoiser's outputs
 ///
 /// Host types with contiguous memory need only data() and size(): derive the
 /// specialization from easycache::host_tensor_traits<T, Scalar> (host_buffer.hpp).
@@ -104,6 +108,14 @@ struct has_same_storage : std::false_type {};
 template <class T>
 struct has_same_storage<
     T, std::void_t<decltype(bool(tensor_traits<T>::same_storage(std::declval<const T&>(), std::declval<const T&>())))>>
+    : std::true_type {};
+
+template <class T, class = void>
+struct has_check_compatible : std::false_type {};
+template <class T>
+struct has_check_compatible<
+    T, std::void_t<decltype(tensor_traits<T>::check_compatible(
+           std::declval<const T&>(), std::declval<const typename tensor_traits<T>::buffer_type&>()))>>
     : std::true_type {};
 
 template <class T, class = void>
