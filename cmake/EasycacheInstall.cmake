@@ -1,5 +1,6 @@
 # install(EXPORT) and a package config, so that find_package(easycache CONFIG)
-# gives easycache::easycache (and easycache::eigen when Eigen3 is found).
+# gives easycache::easycache, and easycache::eigen, easycache::torch and
+# easycache::cuda when they were built and their dependency is found.
 include(CMakePackageConfigHelpers)
 
 set(EASYCACHE_CMAKE_DIR ${CMAKE_INSTALL_DATADIR}/cmake/easycache CACHE STRING
@@ -16,6 +17,13 @@ if(TARGET easycache_mpi)
   install(TARGETS easycache_mpi EXPORT easycache-mpi-targets)
   install(EXPORT easycache-mpi-targets NAMESPACE easycache:: DESTINATION ${EASYCACHE_CMAKE_DIR})
 endif()
+
+foreach(backend torch cuda)
+  if(TARGET easycache_${backend})
+    install(TARGETS easycache_${backend} EXPORT easycache-${backend}-targets)
+    install(EXPORT easycache-${backend}-targets NAMESPACE easycache:: DESTINATION ${EASYCACHE_CMAKE_DIR})
+  endif()
+endforeach()
 
 configure_package_config_file(${CMAKE_CURRENT_LIST_DIR}/easycacheConfig.cmake.in
                               ${CMAKE_CURRENT_BINARY_DIR}/easycacheConfig.cmake

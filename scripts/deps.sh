@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages easycache needs, only those missing (idempotent).
-#   scripts/deps.sh [group...]   groups: core (default), torch, mpi, fuzz, valgrind, cuda-compile, demo
+#   scripts/deps.sh [group...]   groups: core (default), torch, mpi, fuzz, valgrind, bench
+# nvcc is not among them: Debian ships CUDA only in non-free; the CUDA backend is
+# compiled with the toolkit in /usr/local/cuda (or any nvcc on PATH) where there is one.
 set -euo pipefail
 
 declare -A groups=(

@@ -177,7 +177,7 @@ class controller {
     } else if (info.branch == 0) {
       begin_anchor(x, p);
     } else {
-      begin_branch(p);
+      begin_branch(x, p);
     }
     p.serial_ = ++serial_;
     (info.extra_evaluation ? extra_serial_ : branches_[info.branch].open_serial) = p.serial_;
@@ -205,6 +205,17 @@ class controller {
         throw error(detail::message("denoiser output has ", produced, " elements at step ", info.index, ", branch ",
                                     info.branch, "; the input has ", p.size_));
       if constexpr (detail::has_check<Tensor>::value) traits::check(out);
+      if constexpr (detail::has_check_compatible<Tensor>::value) {
+        // The output must fit the generation's buffers (element type, device).
+        if (!info.extra_evaluation && in_generation_) {
+          const branch_state& branch = branches_[info.branch];
+          if (info.branch == 0) {
+            traits::check_compatible(out, x_last_);
+          } else if (branch.allocated) {
+            traits::check_compatible(out, branch.delta);
+          }
+        }
+      }
     } else {
       prepare_output(out, x);
     }
@@ -411,6 +422,7 @@ class controller {
         throw error(detail::message("input size changed within a generation: ", p.size_, " elements at step ",
                                     info.index, ", ", anchor_size_,
                                     " before (start a new generation at step 0 to change sizes)"));
+      if constexpr (detail::has_check_compatible<Tensor>::value) traits::check_compatible(x, x_last_);
     } else {
       start_generation(x, p.size_);
     }
@@ -453,7 +465,7 @@ class controller {
     p.verdict_ = chosen;
   }
 
-  void begin_branch(pending& p) {
+  void begin_branch(const Tensor& x, pending& p) {
     const step_info& info = p.info_;
     if (!in_generation_ || stats_.steps == 0 || info.index + 1 != stats_.steps)
       throw error(detail::message("branch ", info.branch, " at step ", info.index,
@@ -469,6 +481,9 @@ class controller {
     if (branch.allocated && p.size_ != branch.size)
       throw error(detail::message("input size of branch ", info.branch, " changed within a generation: ", p.size_,
                                   " elements at step ", info.index, ", ", branch.size, " before"));
+    if constexpr (detail::has_check_compatible<Tensor>::value) {
+      if (branch.allocated) traits::check_compatible(x, branch.delta);
+    }
     p.record_ = make_record(info);
     p.verdict_ = decision_;
     if (p.verdict_.action == action::skip && (!branch.allocated || branch.computes == 0))

@@ -53,6 +53,10 @@ inline constexpr std::size_t statistic_slot_count = 4;
 ///   static void apply_delta_extrapolated(const T& x, const buffer_type& delta,
 ///       const buffer_type& delta_prev, double weight, T& out, buffer_type* input_copy);
 ///                                    // out = x + delta + weight·(delta − delta_prev)
+///   static void check_compatible(const T&, const buffer_type& state);
+///       // throw easycache::error when a tensor cannot be used with a buffer of the
+///       // generation (its element type or device changed since step 0); called
+///       // before anything changes, on inputs and on the denoiser's outputs
 ///
 /// Host types with contiguous memory need only data() and size(): derive the
 /// specialization from easycache::host_tensor_traits<T, Scalar> (host_buffer.hpp).
@@ -120,6 +124,14 @@ struct has_extrapolation<
                        std::declval<const T&>(), std::declval<const typename tensor_traits<T>::buffer_type&>(),
                        std::declval<const typename tensor_traits<T>::buffer_type&>(), 0.0, std::declval<T&>(),
                        std::declval<typename tensor_traits<T>::buffer_type*>()))>> : std::true_type {};
+
+template <class T, class = void>
+struct has_check_compatible : std::false_type {};
+template <class T>
+struct has_check_compatible<
+    T, std::void_t<decltype(tensor_traits<T>::check_compatible(
+           std::declval<const T&>(), std::declval<const typename tensor_traits<T>::buffer_type&>()))>>
+    : std::true_type {};
 
 template <class T, class = void>
 struct has_resize_output : std::false_type {};

@@ -1,0 +1,250 @@
+// easycache: runtime-adaptive caching for diffusion denoisers.
+// SPDX-License-Identifier: MIT
+//
+// LibTorch backend: at::Tensor (and so torch::Tensor) on the CPU or a CUDA
+// device, float32, float64, float16 or bfloat16, any shape, contiguous.
+//
+// Every operation is an ATen `*_out` or in-place operation into tensors that the
+// controller allocates once per generation (when the element count, dtype or
+// device changes), on the tensor's device and, for CUDA, on the current CUDA
+// stream: nothing is copied to the host but the four statistic sums in read(),
+// the one device→host transfer of a decision step. Sums are accumulated in
+// float32 (float64 for float64 tensors) by ATen's sum. Autograd never sees these
+// operations (they run in InferenceMode; the buffers and any output easycache
+// allocates are normal tensors).
+//
+// What allocates after step 0: easycache itself, no tensor storage; ATen, its
+// small host objects per operation (the views of the sampled elements,
+// TensorIterator state), and on the CPU a per-thread partial-sum buffer in large
+// reductions and, for float16 and bfloat16, a float32 copy of the values being
+// summed (on CUDA the sum reads them directly).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include <ATen/ATen.h>
+#include <ATen/MemoryOverlap.h>
+#include <c10/core/InferenceMode.h>
+
+#include "error.hpp"
+#include "tensor_traits.hpp"
+#include "detail/format.hpp"
+
+namespace easycache {
+
+namespace detail::torch {
+
+/// Controller-owned state for one tensor: flat, contiguous, with the dtype and
+/// device of the generation's input.
+struct buffer {
+  at::Tensor values;
+};
+
+/// Reduction scratch of one controller.
+struct workspace {
+  at::Tensor sums;     // statistic_slot_count sums on the input's device (float32, or float64)
+  at::Tensor host;     // their host mirror (pinned for a CUDA device)
+  at::Tensor scratch;  // one element per input element: |a − b| before the sum
+};
+
+// Runs an operation outside of autograd. Buffers that easycache allocates are
+// made outside of it (normal tensors) so that callers may update an output
+// easycache allocated in place, with or without InferenceMode of their own.
+struct compute_guard {
+  c10::InferenceMode inference{true};
+};
+struct allocate_guard {
+  c10::InferenceMode inference{false};
+  at::NoGradGuard no_grad;
+};
+
+inline bool supported_dtype(at::ScalarType t) noexcept {
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+}
+
+// The dtype of the sums: float32 accumulation, or float64 for float64 tensors.
+inline at::ScalarType sum_dtype(at::ScalarType t) noexcept { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+inline at::Tensor flat(const at::Tensor& t) { return t.view({t.numel()}); }
+
+// The elements the statistics visit (see statistics_sampling): a strided view.
+inline at::Tensor sampled(const at::Tensor& flat_tensor, const statistics_sampling& s) {
+  if (s.stride <= 1) return flat_tensor;
+  const auto step = static_cast<std::int64_t>(s.stride);
+  const std::int64_t n = flat_tensor.numel();
+  if (s.height == 0) return flat_tensor.slice(0, 0, n, step);
+  const auto height = static_cast<std::int64_t>(s.height), width = static_cast<std::int64_t>(s.width);
+  return flat_tensor.view({n / (height * width), height, width}).slice(1, 0, height, step).slice(2, 0, width, step);
+}
+
+// The first `like.numel()` scratch elements, shaped like `like`.
+inline at::Tensor scratch_like(workspace& ws, const at::Tensor& like) {
+  return ws.scratch.narrow(0, 0, like.numel()).view(like.sizes());
+}
+
+inline at::Tensor slot_of(workspace& ws, statistic_slot slot) {
+  return ws.sums.select(0, static_cast<std::int64_t>(slot));
+}
+
+// slot = Σ|scratch| over the first `count` scratch elements; `absolute` says
+// that they are already absolute values (else they are overwritten with them).
+inline void sum_abs_into(workspace& ws, statistic_slot slot, std::int64_t count, bool absolute = false) {
+  at::Tensor values = ws.scratch.narrow(0, 0, count);
+  if (!absolute) at::abs_(values);
+  at::Tensor out = slot_of(ws, slot);
+  const std::int64_t all[] = {0};
+  at::sum_out(out, values, at::IntArrayRef(all), false, ws.sums.scalar_type());
+}
+
+inline bool same_kind(const at::Tensor& a, const at::Tensor& b) {
+  return a.scalar_type() == b.scalar_type() && a.device() == b.device();
+}
+
+}  // namespace detail::torch
+
+/// at::Tensor: CPU or CUDA; float32, float64, float16, bfloat16; contiguous.
+template <>
+struct tensor_traits<at::Tensor> {
+  using buffer_type = detail::torch::buffer;
+  using workspace_type = detail::torch::workspace;
+
+  static std::size_t size(const at::Tensor& t) { return static_cast<std::size_t>(t.numel()); }
+
+  /// Refuses undefined, non-contiguous, sparse tensors, other dtypes and devices.
+  static void check(const at::Tensor& t) {
+    if (!t.defined()) throw error(detail::message("at::Tensor is undefined"));
+    if (t.layout() != at::kStrided)
+      throw error(detail::message("at::Tensor has layout ", t.layout(), "; easycache needs a dense (strided) tensor"));
+    if (!detail::torch::supported_dtype(t.scalar_type()))
+      throw error(detail::message("at::Tensor has dtype ", t.scalar_type(),
+                                  "; easycache supports Float, Double, Half and BFloat16"));
+    if (!t.is_cpu() && !t.is_cuda())
+      throw error(detail::message("at::Tensor is on device ", t.device(), "; easycache supports cpu and cuda"));
+    if (!t.is_contiguous())
+      throw error(detail::message("at::Tensor is not contiguous (sizes ", t.sizes(), ", strides ", t.strides(),
+                                  "); pass tensor.contiguous()"));
+  }
+
+  /// Refuses a tensor whose dtype or device differs from the generation's.
+  static void check_compatible(const at::Tensor& t, const buffer_type& state) {
+    if (!state.values.defined() || detail::torch::same_kind(t, state.values)) return;
+    throw error(detail::message("at::Tensor changed within a generation: dtype ", t.scalar_type(), " on ", t.device(),
+                                ", the generation started with dtype ", state.values.scalar_type(), " on ",
+                                state.values.device(), " (start a new generation at step 0 to change them)"));
+  }
+
+  static void allocate(buffer_type& buffer, const at::Tensor& like) {
+    const at::Tensor& b = buffer.values;
+    if (b.defined() && b.numel() == like.numel() && detail::torch::same_kind(b, like)) return;
+    detail::torch::allocate_guard guard;
+    buffer.values = at::empty({like.numel()}, like.options());
+  }
+
+  static void prepare(workspace_type& ws, const at::Tensor& like) {
+    detail::torch::allocate_guard guard;
+    const auto count = static_cast<std::int64_t>(statistic_slot_count);
+    const at::ScalarType dtype = detail::torch::sum_dtype(like.scalar_type());
+    if (!ws.sums.defined() || ws.sums.device() != like.device() || ws.sums.scalar_type() != dtype) {
+      ws.sums = at::zeros({count}, at::TensorOptions().dtype(dtype).device(like.device()));
+      // Pinned, so that read() copies with one DMA transfer instead of staging.
+      ws.host = at::empty({count}, at::TensorOptions().dtype(dtype).pinned_memory(like.is_cuda()));
+    }
+    const at::Tensor& s = ws.scratch;
+    if (!s.defined() || s.numel() != like.numel() || !detail::torch::same_kind(s, like))
+      ws.scratch = at::empty({like.numel()}, like.options());
+  }
+
+  static void reduce_abs_diff(workspace_type& ws, statistic_slot slot, const at::Tensor& x, const buffer_type& ref,
+                              const statistics_sampling& sampling) {
+    detail::torch::compute_guard guard;
+    const at::Tensor xs = detail::torch::sampled(detail::torch::flat(x), sampling);
+    const at::Tensor rs = detail::torch::sampled(ref.values, sampling);
+    at::Tensor diff = detail::torch::scratch_like(ws, xs);
+    at::sub_out(diff, xs, rs);
+    detail::torch::sum_abs_into(ws, slot, xs.numel());
+  }
+
+  static void apply_delta(const at::Tensor& x, const buffer_type& delta, at::Tensor& out, buffer_type* input_copy) {
+    detail::torch::compute_guard guard;
+    const at::Tensor xf = detail::torch::flat(x);
+    at::Tensor of = detail::torch::flat(out);
+    if (input_copy) input_copy->values.copy_(xf);
+    at::add_out(of, xf, delta.values);
+  }
+
+  static void commit(workspace_type& ws, const at::Tensor& x, const at::Tensor& v, buffer_type& x_last,
+                     buffer_type& delta, bool measure_change, const statistics_sampling& sampling) {
+    using detail::torch::sampled;
+    detail::torch::compute_guard guard;
+    const at::Tensor xf = detail::torch::flat(x), vf = detail::torch::flat(v);
+    const at::Tensor xs = sampled(xf, sampling), vs = sampled(vf, sampling);
+    const std::int64_t count = xs.numel();
+    at::Tensor work = detail::torch::scratch_like(ws, xs);
+    if (measure_change) {
+      const at::Tensor ls = sampled(x_last.values, sampling), ds = sampled(delta.values, sampling);
+      at::add_out(work, ls, ds);  // v of the last computed step = x_last + delta
+      at::sub_out(work, vs, work);
+      detail::torch::sum_abs_into(ws, statistic_slot::output_change, count);
+      at::sub_out(work, xs, ls);
+      detail::torch::sum_abs_into(ws, statistic_slot::input_change_since_compute, count);
+    }
+    at::abs_out(work, vs);
+    detail::torch::sum_abs_into(ws, statistic_slot::output_norm, count, true);
+    x_last.values.copy_(xf);
+    at::sub_out(delta.values, vf, xf);
+  }
+
+  static void store_delta(const at::Tensor& x, const at::Tensor& v, buffer_type& delta) {
+    detail::torch::compute_guard guard;
+    at::sub_out(delta.values, detail::torch::flat(v), detail::torch::flat(x));
+  }
+
+  /// The one device→host transfer of a decision step: the 4 sums, then a wait
+  /// for the current stream (the decision needs the values).
+  static void read(workspace_type& ws, double (&sums)[statistic_slot_count]) {
+    detail::torch::compute_guard guard;
+    const at::Tensor* source = &ws.sums;
+    if (!ws.sums.is_cpu()) {
+      ws.host.copy_(ws.sums);
+      source = &ws.host;
+    }
+    if (source->scalar_type() == at::kDouble) {
+      const double* values = source->data_ptr<double>();
+      for (std::size_t i = 0; i < statistic_slot_count; ++i) sums[i] = values[i];
+    } else {
+      const float* values = source->data_ptr<float>();
+      for (std::size_t i = 0; i < statistic_slot_count; ++i) sums[i] = static_cast<double>(values[i]);
+    }
+  }
+
+  /// Sizes an undefined output like the input (allocates); resizes an output of
+  /// another shape, as ATen's `*_out` operations do. An output of another dtype or
+  /// device, or not contiguous, is refused.
+  static void resize_output(at::Tensor& out, const at::Tensor& like) {
+    if (!out.defined()) {
+      detail::torch::allocate_guard guard;
+      out = at::empty(like.sizes(), like.options());
+      return;
+    }
+    if (!detail::torch::same_kind(out, like))
+      throw error(detail::message("output at::Tensor has dtype ", out.scalar_type(), " on ", out.device(),
+                                  ", the input has dtype ", like.scalar_type(), " on ", like.device()));
+    if (out.sizes() != like.sizes()) {
+      detail::torch::allocate_guard guard;
+      out.resize_(like.sizes());
+    }
+    if (!out.is_contiguous())
+      throw error(detail::message("output at::Tensor is not contiguous (sizes ", out.sizes(), ", strides ",
+                                  out.strides(), ")"));
+  }
+
+  /// The controller refuses an output whose memory overlaps the input's.
+  static bool same_storage(const at::Tensor& a, const at::Tensor& b) {
+    if (!a.defined() || !b.defined() || a.numel() == 0 || b.numel() == 0) return false;
+    const auto overlap = at::get_overlap_status(a, b);
+    return overlap == at::MemOverlapStatus::Full || overlap == at::MemOverlapStatus::Partial;
+  }
+};
+
+}  // namespace easycache

@@ -1,0 +1,276 @@
+// The LibTorch backend against Eigen: the same scripted trajectories give the
+// same decisions, statistics and outputs; bad tensors get a clear error.
+//
+// One executable for both devices: `--device cpu` (the default) or
+// `--device cuda`, which exits with code 77 (CTest: skipped) when LibTorch has
+// no CUDA device.
+#define CATCH_CONFIG_RUNNER
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <c10/core/CPUAllocator.h>
+#include <c10/core/InferenceMode.h>
+#include <easycache/easycache.hpp>
+#include <easycache/torch.hpp>
+
+#include "../backend_comparison.hpp"
+
+using Catch::Matchers::Contains;
+
+static_assert(easycache::is_tensor_v<at::Tensor>);
+static_assert(easycache::is_resizable_tensor_v<at::Tensor>);
+
+namespace {
+
+at::Device device = at::kCPU;
+
+// The script's tensors: [2, 2, 6, 8] (batch, channels, height, width) = 192 elements.
+struct torch_backend {
+  at::ScalarType dtype = at::kFloat;
+  std::vector<std::int64_t> shape{2, 2, 6, 8};
+
+  at::Tensor make(const std::vector<double>& v) const {
+    at::Tensor host = at::empty({std::int64_t(v.size())}, at::kDouble);
+    std::copy(v.begin(), v.end(), host.data_ptr<double>());
+    return host.to(device, dtype).view(shape);
+  }
+  std::vector<double> values(const at::Tensor& t) const {
+    const at::Tensor host = t.to(at::kCPU, at::kDouble).contiguous();
+    return std::vector<double>(host.data_ptr<double>(), host.data_ptr<double>() + host.numel());
+  }
+  void write(const std::vector<double>& v, at::Tensor& out) const { out.copy_(make(v)); }
+};
+
+script::result run_torch(at::ScalarType dtype, const easycache::config& cfg) {
+  torch_backend backend{dtype};
+  return script::run<at::Tensor>(backend, cfg, script::size);
+}
+
+at::TensorOptions on_device(at::ScalarType dtype = at::kFloat) { return at::TensorOptions().dtype(dtype).device(device); }
+
+easycache::config small() {
+  easycache::config cfg;
+  cfg.steps = 8;
+  cfg.warmup_steps = 2;
+  cfg.threshold = 0.5;
+  return cfg;
+}
+
+// v = x + 8, written into the prepared output.
+void affine(const at::Tensor& x, at::Tensor& out) { at::add_out(out, x, at::full_like(x, 8.0)); }
+
+}  // namespace
+
+TEST_CASE("float32 and float64 tensors take Eigen's decisions with Eigen's statistics", "[torch]") {
+  for (const easycache::config& cfg : script::configurations(0.3)) {
+    INFO(script::describe(cfg));
+    const script::result reference = script::run_eigen<double>(cfg, script::size);
+    REQUIRE(reference.stats.skips > 0);
+    REQUIRE(script::margin(reference, cfg.threshold) > 1e-3);
+    script::compare(run_torch(at::kDouble, cfg), reference, cfg.branches, 1e-9);
+    script::compare(run_torch(at::kFloat, cfg), script::run_eigen<float>(cfg, script::size), cfg.branches, 1e-5);
+  }
+}
+
+TEST_CASE("float16 and bfloat16 tensors take Eigen's decisions where no decision is near a tie", "[torch]") {
+  for (const easycache::config& base : script::configurations(0.3)) {
+    const easycache::config cfg = script::far_from_ties(base);
+    INFO(script::describe(cfg));
+    const script::result reference = script::run_eigen<double>(cfg, script::size);
+    // The rounding of 16-bit elements moves the statistics by well under 5%.
+    REQUIRE(script::margin(reference, cfg.threshold) > 0.05);
+    script::compare(run_torch(at::kHalf, cfg), reference, cfg.branches, 2e-2);
+    script::compare(run_torch(at::kBFloat16, cfg), reference, cfg.branches, 5e-2);
+  }
+}
+
+TEST_CASE("the controller writes into the caller's tensor, or sizes an undefined one", "[torch]") {
+  easycache::controller<at::Tensor> cache(small());
+  at::Tensor out = at::empty({3, 4}, on_device());  // caller's memory
+  const void* memory = out.data_ptr();
+  for (std::size_t t = 0; t < 8; ++t) {
+    const at::Tensor x = at::full({3, 4}, double(t), on_device());
+    cache.step(x, out, {t}, affine);
+    CHECK(out.data_ptr() == memory);
+    CHECK(at::equal(out, x + 8.0));
+  }
+  CHECK(cache.stats().skips == 4);
+
+  // The returning overload: a new tensor of x's shape, dtype and device.
+  easycache::controller<at::Tensor> owning(small());
+  for (std::size_t t = 0; t < 8; ++t) {
+    const at::Tensor x = at::full({2, 3, 2}, double(t), on_device(at::kHalf));
+    const at::Tensor v = owning.step(x, {t}, [](const at::Tensor& in) { return in + 8.0; });
+    CHECK(v.sizes() == x.sizes());
+    CHECK(v.scalar_type() == at::kHalf);
+    CHECK(v.device() == x.device());
+    CHECK(at::equal(v, x + 8.0));
+  }
+  CHECK(owning.stats().skips == 4);
+}
+
+TEST_CASE("bad tensors are refused with the bad value named, and the controller stays usable", "[torch][errors]") {
+  easycache::controller<at::Tensor> cache(small());
+  auto step = [&](std::size_t t, const at::Tensor& x) {
+    at::Tensor out;
+    cache.step(x, out, {t}, affine);
+    return out;
+  };
+  const at::Tensor wide = at::zeros({4, 6}, on_device());
+  CHECK_THROWS_WITH(step(0, wide.t()), Contains("not contiguous (sizes [6, 4], strides [1, 6])"));
+  CHECK_THROWS_WITH(step(0, at::zeros({4}, on_device(at::kInt))), Contains("dtype Int"));
+  CHECK_THROWS_WITH(step(0, at::Tensor()), Contains("undefined"));
+  CHECK_THROWS_WITH(step(0, at::zeros({4}, at::TensorOptions().device(at::kMeta))), Contains("device meta"));
+  CHECK_THROWS_AS(step(0, wide.t()), easycache::error);
+
+  for (std::size_t t = 0; t < 3; ++t) step(t, at::full({4, 6}, double(t), on_device()));
+  // dtype changed mid-generation: refused before the denoiser runs; step 3 can be retried.
+  int calls = 0;
+  at::Tensor out;
+  const at::Tensor half = at::full({4, 6}, 3.0, on_device(at::kHalf));
+  CHECK_THROWS_WITH(cache.step(half, out, {3}, [&](const at::Tensor& in, at::Tensor& o) {
+                      ++calls;
+                      affine(in, o);
+                    }),
+                    Contains("dtype Half on " + device.str() + ", the generation started with dtype Float"));
+  CHECK(calls == 0);
+  // An output of another dtype, and one sharing the input's memory.
+  at::Tensor wrong = at::empty({4, 6}, on_device(at::kDouble));
+  const at::Tensor x3 = at::full({4, 6}, 3.0, on_device());
+  CHECK_THROWS_WITH(cache.step(x3, wrong, {3}, affine), Contains("output at::Tensor has dtype Double"));
+  at::Tensor alias = x3;
+  CHECK_THROWS_WITH(cache.step(x3, alias, {3}, affine), Contains("must not share memory"));
+  at::Tensor inside = x3.view({24}).narrow(0, 0, 24).view({4, 6});
+  CHECK_THROWS_WITH(cache.step(x3, inside, {3}, affine), Contains("must not share memory"));
+  // The generation goes on as if nothing had happened.
+  for (std::size_t t = 3; t < 8; ++t) {
+    const at::Tensor x = at::full({4, 6}, double(t), on_device());
+    CHECK(at::equal(step(t, x), x + 8.0));
+  }
+  std::string pattern;
+  for (const auto& r : cache.trace()) pattern += r.action == easycache::action::skip ? 'S' : 'C';
+  CHECK(pattern == "CCSSSSCC");  // as without the refused calls
+
+  // A denoiser output of another dtype is refused before it is cached.
+  easycache::controller<at::Tensor> other(small());
+  const at::Tensor x0 = at::zeros({4, 6}, on_device());
+  CHECK_THROWS_WITH(other.step(x0, out, {0}, [](const at::Tensor& in) { return (in + 8.0).to(at::kDouble); }),
+                    Contains("at::Tensor changed within a generation: dtype Double"));
+  at::Tensor fresh;  // `out` holds the refused tensor the denoiser returned
+  CHECK_NOTHROW(other.step(x0, fresh, {0}, affine));
+}
+
+TEST_CASE("a new generation may change dtype and shape", "[torch]") {
+  easycache::controller<at::Tensor> cache(small());
+  for (const auto dtype : {at::kFloat, at::kBFloat16, at::kDouble}) {
+    at::Tensor out;
+    for (std::size_t t = 0; t < 8; ++t) {
+      const at::Tensor x = at::full({dtype == at::kDouble ? 5 : 3, 2}, double(t), on_device(dtype));
+      cache.step(x, out, {t}, affine);
+      CHECK(at::equal(out, x + 8.0));
+    }
+    CHECK(cache.stats().skips == 4);
+  }
+}
+
+TEST_CASE("autograd never sees easycache's operations", "[torch]") {
+  easycache::controller<at::Tensor> cache(small());
+  at::Tensor out;
+  for (std::size_t t = 0; t < 8; ++t) {
+    const at::Tensor x = at::full({4}, double(t), on_device()).requires_grad_(true);
+    cache.step(x, out, {t}, [](const at::Tensor& in) {
+      at::NoGradGuard no_grad;
+      return in + 8.0;
+    });
+    CHECK_FALSE(out.requires_grad());
+  }
+  CHECK(cache.stats().skips == 4);
+
+  // A loop under InferenceMode: the output easycache allocates is a normal
+  // tensor, which the caller may update in place after the loop.
+  at::Tensor result;  // undefined: easycache allocates it at step 0
+  {
+    c10::InferenceMode inference;
+    for (std::size_t t = 0; t < 8; ++t) {
+      const at::Tensor x = at::full({4}, double(t), on_device());
+      CHECK(x.is_inference());
+      cache.step(x, result, {t}, affine);
+    }
+  }
+  CHECK(cache.stats().skips == 4);
+  CHECK_FALSE(result.is_inference());
+  CHECK_NOTHROW(result.mul_(2.0));
+}
+
+namespace {
+// Replaces the CPU allocator; each call needs a higher priority than the last.
+void use_cpu_allocator(c10::Allocator* allocator) {
+  static std::uint8_t priority = 100;
+  c10::SetCPUAllocator(allocator, ++priority);
+}
+
+// Counts the storage that CPU tensors allocate.
+struct counting_allocator final : c10::Allocator {
+  c10::Allocator* base = nullptr;
+  mutable std::size_t count = 0;
+  c10::DataPtr allocate(std::size_t n) const override {
+    ++count;
+    return base->allocate(n);
+  }
+  c10::DeleterFnPtr raw_deleter() const override { return base->raw_deleter(); }
+};
+}  // namespace
+
+TEST_CASE("no tensor storage is allocated after step 0 (CPU, float32 and float64)", "[torch][allocations]") {
+  if (device != at::kCPU) return;  // counts CPU storage only
+  static counting_allocator counter;
+  if (!counter.base) counter.base = c10::GetCPUAllocator();
+  for (const auto dtype : {at::kFloat, at::kDouble}) {
+    for (const easycache::config& cfg : script::configurations(0.3)) {
+      INFO(script::describe(cfg) << ", dtype " << dtype);
+      easycache::controller<at::Tensor> cache(cfg);
+      const at::Tensor x = at::empty({2, 2, 6, 8}, on_device(dtype));
+      std::vector<at::Tensor> outs;
+      for (std::size_t b = 0; b < cfg.branches; ++b) outs.push_back(at::empty_like(x));
+      at::Tensor square = at::empty_like(x);
+      std::size_t after_first = 0;
+      use_cpu_allocator(&counter);
+      for (std::size_t t = 0; t < cfg.steps; ++t) {
+        x.fill_(static_cast<double>(t) * 0.25);  // no allocation: a scalar fill
+        for (std::size_t b = 0; b < cfg.branches; ++b)
+          cache.step(x, outs[b], {t, 0.0, b}, [&](const at::Tensor& in, at::Tensor& v) {
+            at::mul_out(square, in, in);  // v = x + x² (no scalar operand: those allocate)
+            at::add_out(v, in, square);
+          });
+        if (t == 0) after_first = counter.count;
+      }
+      use_cpu_allocator(counter.base);
+      CHECK(cache.stats().skips > 0);
+      CHECK(counter.count == after_first);
+    }
+  }
+}
+
+int main(int argc, char* argv[]) {
+  std::vector<char*> args(argv, argv + argc);
+  for (auto it = args.begin() + 1; it != args.end(); ++it)
+    if (std::strcmp(*it, "--device") == 0 && it + 1 != args.end()) {
+      device = at::Device(*(it + 1));
+      args.erase(it, it + 2);
+      break;
+    }
+  if (device.is_cuda() && !at::hasCUDA()) {
+    std::printf("SKIPPED: LibTorch CUDA tests: this LibTorch has no CUDA device (at::hasCUDA() is false)\n");
+    return 77;
+  }
+  std::printf("LibTorch tests on %s\n", device.str().c_str());
+  return Catch::Session().run(int(args.size()), args.data());
+}
