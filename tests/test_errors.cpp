@@ -282,3 +282,16 @@ TEST_CASE("subsampling layout that does not divide the input", "[errors][variant
   CHECK_THROWS_WITH(cache.step(test::constant(16, 0), out, {0}, affine), Contains("16 elements is not a whole number of 3x5"));
   CHECK_NOTHROW(cache.step(test::constant(30, 0), out, {0}, affine));
 }
+
+TEST_CASE("a sampling plane whose element count overflows is refused", "[errors][config][variants]") {
+  // Found by the fuzzer: height x width wrapped around to 0 and the divisibility
+  // check of step 0 divided by it.
+  easycache::config cfg = small();
+  cfg.sampling = {2, std::size_t{1} << 63, 2};
+  CHECK_THROWS_WITH(cfg.validate(), Contains("sampling.height x sampling.width overflows"));
+  CHECK_THROWS_AS(easycache::controller<VectorXd>(cfg), easycache::error);
+  cfg.sampling = {8, std::size_t{1} << 33, std::numeric_limits<std::size_t>::max()};
+  CHECK_THROWS_WITH(cfg.validate(), Contains("got 8589934592 and 18446744073709551615"));
+  cfg.sampling = {8, std::size_t{1} << 32, std::size_t{1} << 31};  // 2^63 elements: fits
+  CHECK_NOTHROW(cfg.validate());
+}
