@@ -295,3 +295,35 @@ TEST_CASE("a sampling plane whose element count overflows is refused", "[errors]
   cfg.sampling = {8, std::size_t{1} << 32, std::size_t{1} << 31};  // 2^63 elements: fits
   CHECK_NOTHROW(cfg.validate());
 }
+
+TEST_CASE("a sampling stride beyond the tensor samples like the tensor's extent", "[errors][variants]") {
+  // Found by the fuzzer: stride 2^54 made the 1-D chunk length stride x 1024 wrap
+  // to 0 (an endless loop), and a stride near SIZE_MAX made the sampled count 0
+  // (statistics 0/0, every step computed).
+  struct layout {
+    std::size_t height, width, equivalent_stride;
+  };
+  const std::size_t n = 24;
+  for (const layout l : {layout{0, 0, n}, layout{4, 3, 4}}) {
+    for (std::size_t stride : {std::size_t{1} << 54, std::numeric_limits<std::size_t>::max(), n + 1}) {
+      easycache::config cfg = small(), same = small();
+      cfg.sampling = {stride, l.height, l.width};
+      same.sampling = {l.equivalent_stride, l.height, l.width};
+      INFO("stride " << stride << ", plane " << l.height << "x" << l.width);
+      CHECK(easycache::sampled_count(n, cfg.sampling) == easycache::sampled_count(n, same.sampling));
+      easycache::controller<VectorXd> cache(cfg), reference(same);
+      for (std::size_t t = 0; t < 8; ++t) {
+        VectorXd x = test::constant(n, double(t)), out;
+        x(0) += 0.5 * double(t * t);  // the sampled element moves faster than the others
+        cache.step(x, out, {t}, affine);
+        reference.step(x, out, {t}, affine);
+      }
+      CHECK(test::pattern(cache.trace()) == test::pattern(reference.trace()));
+      CHECK(cache.stats().skips > 0);
+      for (std::size_t t = 0; t < 8; ++t) {
+        const auto &a = cache.trace()[t], &b = reference.trace()[t];
+        CHECK(((std::isnan(a.input_change) && std::isnan(b.input_change)) || a.input_change == b.input_change));
+      }
+    }
+  }
+}
