@@ -327,3 +327,23 @@ TEST_CASE("a sampling stride beyond the tensor samples like the tensor's extent"
     }
   }
 }
+
+TEST_CASE("a failed first evaluation of a branch does not fix its size", "[errors][exceptions][guidance]") {
+  // Found by the fuzzer: the branch's size was recorded before its denoiser ran,
+  // so after the denoiser threw, a retry with another size was refused.
+  easycache::config cfg = small();
+  cfg.branches = 2;
+  easycache::controller<VectorXd> cache(cfg);
+  VectorXd out;
+  cache.step(test::constant(4, 0), out, {0, 0.0, 0}, affine);
+  auto failing = [](const VectorXd&) -> VectorXd { throw std::runtime_error("model failed"); };
+  CHECK_THROWS_AS(cache.step(test::constant(6, 0), out, {0, 0.0, 1}, failing), std::runtime_error);
+  CHECK_THROWS_WITH(cache.step(test::constant(5, 0), out, {0, 0.0, 1}, [](const VectorXd&) { return test::constant(3, 0); }),
+                    Contains("denoiser output has 3 elements"));
+  CHECK_NOTHROW(cache.step(test::constant(4, 0), out, {0, 0.0, 1}, affine));
+  CHECK(cache.stats().evaluations == 2);
+  // From now on the branch's size is fixed for the generation.
+  cache.step(test::constant(4, 1), out, {1, 0.0, 0}, affine);
+  CHECK_THROWS_WITH(cache.step(test::constant(6, 1), out, {1, 0.0, 1}, affine),
+                    Contains("input size of branch 1 changed within a generation: 6 elements at step 1, 4 before"));
+}

@@ -357,7 +357,10 @@ class controller {
     if (branch.allocated && size != branch.size)
       throw error(detail::message("input size of branch ", info.branch, " changed within a generation: ", size,
                                   " elements at step ", info.index, ", ", branch.size, " before"));
-    if (!branch.allocated) allocate_branch(branch, x, size);
+    // The branch's size is fixed only once its first evaluation succeeds, so that
+    // a failed one (say, the denoiser throws) leaves nothing behind.
+    const bool first_use = !branch.allocated;
+    if (first_use) traits::allocate(branch.delta, x);
 
     step_record record;
     record.step = info.index;
@@ -376,6 +379,10 @@ class controller {
       call_denoiser(x, out, info, denoiser, size);
       guarded([&] { traits::store_delta(x, out, branch.delta); });
       branch.has_delta = true;
+    }
+    if (first_use) {
+      branch.size = size;
+      branch.allocated = true;
     }
     branch.done = true;
     finish(record);
