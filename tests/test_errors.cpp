@@ -2,6 +2,7 @@
 // documented safe fallback, and the controller stays usable.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
@@ -346,4 +347,29 @@ TEST_CASE("a failed first evaluation of a branch does not fix its size", "[error
   cache.step(test::constant(4, 1), out, {1, 0.0, 0}, affine);
   CHECK_THROWS_WITH(cache.step(test::constant(6, 1), out, {1, 0.0, 1}, affine),
                     Contains("input size of branch 1 changed within a generation: 6 elements at step 1, 4 before"));
+}
+
+TEST_CASE("host buffers: a null output with elements is refused before anything is written", "[errors][host]") {
+  // The output was checked only after the denoiser wrote into it, and a skipped
+  // step wrote x + delta through the null pointer.
+  easycache::controller<easycache::host_buffer<double>> cache(small());
+  std::vector<double> x(4), y(4);
+  easycache::host_buffer<double> in{x.data(), 4}, out{y.data(), 4}, null{nullptr, 4};
+  bool called = false;
+  auto denoiser = [&](const easycache::host_buffer<double>& a, easycache::host_buffer<double>& v) {
+    called = true;
+    for (std::size_t i = 0; i < a.size; ++i) v.data[i] = a.data[i] + 8.0;
+  };
+  CHECK_THROWS_WITH(cache.step(in, null, {0}, denoiser), Contains("null data pointer and 4 elements"));
+  CHECK_FALSE(called);
+  for (std::size_t t = 0; t < 3; ++t) {
+    std::fill(x.begin(), x.end(), double(t));
+    cache.step(in, out, {t}, denoiser);
+  }
+  REQUIRE(test::pattern(cache.trace()) == "CCS");  // step 3 would be skipped too
+  std::fill(x.begin(), x.end(), 3.0);
+  CHECK_THROWS_WITH(cache.step(in, null, {3}, denoiser), Contains("null data pointer"));
+  cache.step(in, out, {3}, denoiser);
+  CHECK(test::pattern(cache.trace()) == "CCSS");
+  CHECK(y[0] == 11.0);
 }

@@ -91,8 +91,9 @@ class controller {
   /// text) belongs inside the callable. `out` must not be, or share memory with, `x`.
   ///
   /// Errors (easycache::error, controller unchanged): branch or step out of
-  /// range or order, input size changed within a generation, `out` aliases `x`, a
-  /// denoiser output of the wrong size. An exception from the denoiser leaves
+  /// range or order, input size changed within a generation, `out` aliases `x`,
+  /// `x` or `out` refused by the backend's check (a null host buffer with
+  /// elements, a non-contiguous Eigen map), a denoiser output of the wrong size. An exception from the denoiser leaves
   /// the controller unchanged too: the same step may be retried.
   template <class Denoiser>
   void step(const Tensor& x, Tensor& out, const step_info& info, Denoiser&& denoiser) {
@@ -109,7 +110,10 @@ class controller {
     if (info.index >= config_.steps)
       throw error(detail::message("step ", info.index, " out of range: config.steps is ", config_.steps,
                                   " (steps are 0-based; call reset(config) to change the step count)"));
-    if constexpr (detail::has_check<Tensor>::value) traits::check(x);
+    if constexpr (detail::has_check<Tensor>::value) {
+      traits::check(x);
+      traits::check(out);  // before the denoiser or a skip writes into it
+    }
     if (info.branch == 0) {
       anchor_step(x, out, info, denoiser);
     } else {
