@@ -373,3 +373,21 @@ TEST_CASE("host buffers: a null output with elements is refused before anything 
   CHECK(test::pattern(cache.trace()) == "CCSS");
   CHECK(y[0] == 11.0);
 }
+
+TEST_CASE("host buffers: an output that overlaps the input in part is refused", "[errors][host]") {
+  // Only identical pointers were refused; an output shifted by a few elements
+  // let apply_delta and the denoiser overwrite inputs they had yet to read.
+  std::vector<float> memory(12, 1.0f);
+  easycache::controller<easycache::host_buffer<float>> cache(small());
+  auto copy = [](const easycache::host_buffer<float>& a, easycache::host_buffer<float>& v) {
+    for (std::size_t i = 0; i < a.size; ++i) v.data[i] = a.data[i];
+  };
+  easycache::host_buffer<float> x{memory.data(), 8}, inside{memory.data() + 4, 8};
+  CHECK_THROWS_WITH(cache.step(x, inside, {0}, copy), Contains("out must not share memory with x"));
+  CHECK_THROWS_WITH(cache.step(inside, x, {0}, copy), Contains("out must not share memory with x"));
+  easycache::host_buffer<float> tail{memory.data() + 8, 4}, head{memory.data(), 4};
+  CHECK_NOTHROW(cache.step(head, tail, {0}, copy));  // adjacent, not overlapping
+  // A null input is reported as such, not compared as a range.
+  easycache::host_buffer<float> null{nullptr, 4};
+  CHECK_THROWS_WITH(cache.step(null, tail, {0}, copy), Contains("null data pointer"));
+}
