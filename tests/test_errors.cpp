@@ -391,3 +391,28 @@ TEST_CASE("host buffers: an output that overlaps the input in part is refused", 
   easycache::host_buffer<float> null{nullptr, 4};
   CHECK_THROWS_WITH(cache.step(null, tail, {0}, copy), Contains("null data pointer"));
 }
+
+TEST_CASE("an input change that overflows the sums makes k degenerate, not 0", "[errors][degenerate]") {
+  // Huge but finite inputs: Σ|x_1 − x_0| overflows the fp32 lane sums to +inf
+  // while the output change stays finite, so k = finite / inf was 0 and every
+  // later step was skipped on ε = 0 (E never grew).
+  using Eigen::VectorXf;
+  const Eigen::Index n = 2048;
+  easycache::controller<VectorXf> cache(small());
+  auto slow_model = [](std::size_t t) {
+    return [t](const VectorXf& x) { return VectorXf::Constant(x.size(), 1.0f + 0.01f * float(t)).eval(); };
+  };
+  for (std::size_t t = 0; t < 8; ++t) {
+    const float value = t == 0 ? 1e37f : 0.1f * float(t);
+    VectorXf out;
+    cache.step(VectorXf::Constant(n, value), out, {t}, slow_model(t));
+    CHECK(out.allFinite());
+  }
+  const auto& trace = cache.trace();
+  CHECK(trace[2].action == easycache::action::compute);
+  CHECK(trace[2].reason == reason::degenerate_statistics);
+  for (const auto& r : trace) CHECK_FALSE(r.transformation_rate == 0.0);
+  // From step 3 on k is measured between finite steps again and skipping resumes.
+  CHECK(std::isfinite(trace[3].transformation_rate));
+  CHECK(cache.stats().skips > 0);
+}

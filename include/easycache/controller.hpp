@@ -245,8 +245,10 @@ class controller {
       if (commit_measured_) {
         const double output_change = sums[static_cast<std::size_t>(statistic_slot::output_change)] / n;
         const double input_change = sums[static_cast<std::size_t>(statistic_slot::input_change_since_compute)] / n;
-        transformation_rate_ = input_change > 0 ? output_change / input_change
-                                                : std::numeric_limits<double>::quiet_NaN();
+        // An overflowed (infinite) input change would make k = 0 and skip on ε = 0.
+        transformation_rate_ = input_change > 0 && std::isfinite(input_change)
+                                   ? output_change / input_change
+                                   : std::numeric_limits<double>::quiet_NaN();
       }
       commit_pending_ = false;
     }
