@@ -195,7 +195,12 @@ class controller {
     if (s.height != 0 && size % (s.height * s.width) != 0)
       throw error(detail::message("input of ", size, " elements is not a whole number of ", s.height, "x", s.width,
                                   " planes (config.sampling.height x width)"));
+    // The previous generation ends here, its statistics and trace with it, so
+    // that a failing allocation below leaves them empty and consistent.
     in_generation_ = false;
+    stats_ = statistics{};
+    trace_.clear();
+    policy_.reset();
     if (branches_.size() != config_.branches) {
       branches_.clear();
       branches_.resize(config_.branches);
@@ -205,17 +210,11 @@ class controller {
       b.has_delta = false;
       b.done = false;
     }
-    if (config_.record_trace) {
-      trace_.clear();
-      trace_.reserve(config_.steps * config_.branches);
-    }
+    if (config_.record_trace) trace_.reserve(config_.steps * config_.branches);
     traits::allocate(x_last_, x);
     if (config_.input_change == input_change_reference::previous_step) traits::allocate(x_prev_, x);
     traits::prepare(workspace_, x);
     allocate_branch(branches_[0], x, size);
-    policy_.reset();
-    stats_ = statistics{};
-    if (!config_.record_trace) trace_.clear();
     anchor_size_ = size;
     computes_ = 0;
     has_prev_ = false;
