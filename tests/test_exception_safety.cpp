@@ -157,3 +157,54 @@ TEST_CASE("basic: an allocation that fails at step 0 leaves no generation and em
   CHECK(same_observed(observe(cache), observe(reference)));
 }
 
+namespace {
+// A stream buffer that accepts `room` characters, then fails.
+class full_buffer : public std::streambuf {
+ public:
+  explicit full_buffer(std::size_t room) : room_(room) {}
+
+ protected:
+  int_type overflow(int_type c) override {
+    if (room_ == 0) return traits_type::eof();
+    --room_;
+    return c;
+  }
+
+ private:
+  std::size_t room_;
+};
+}  // namespace
+
+TEST_CASE("the writers: a failing stream throws only if asked to, and keeps its precision", "[exceptions][trace]") {
+  faulty_controller cache(small());
+  run(cache, 0, 8);
+  for (int writer = 0; writer < 2; ++writer) {
+    INFO((writer == 0 ? "csv" : "json"));
+    full_buffer buffer(100);
+    std::ostream out(&buffer);
+    out.precision(3);
+    out.exceptions(std::ios::badbit);
+    auto write = [&] {
+      if (writer == 0) {
+        easycache::write_csv(out, cache.trace());
+      } else {
+        easycache::write_json(out, cache.stats(), cache.trace());
+      }
+    };
+    CHECK_THROWS_AS(write(), std::ios::failure);
+    CHECK(out.precision() == 3);
+    // Without exceptions the stream only records the failure.
+    full_buffer quiet_buffer(100);
+    std::ostream quiet(&quiet_buffer);
+    quiet.precision(3);
+    if (writer == 0) {
+      CHECK_NOTHROW(easycache::write_csv(quiet, cache.trace()));
+    } else {
+      CHECK_NOTHROW(easycache::write_json(quiet, cache.stats(), cache.trace()));
+    }
+    CHECK(quiet.bad());
+    CHECK(quiet.precision() == 3);
+  }
+  CHECK(cache.stats().steps == 8);  // the writers read, never change, the controller
+}
+
