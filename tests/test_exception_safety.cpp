@@ -136,6 +136,16 @@ struct reset_failures {
 
 }  // namespace
 
+TEST_CASE("no-throw operations", "[exceptions]") {
+  faulty_controller cache(small());
+  STATIC_REQUIRE(noexcept(cache.reset()));
+  STATIC_REQUIRE(noexcept(cache.on_decision({})));
+  STATIC_REQUIRE(noexcept(cache.stats()));
+  STATIC_REQUIRE(noexcept(cache.trace()));
+  STATIC_REQUIRE(noexcept(cache.configuration()));
+  STATIC_REQUIRE(noexcept(cache.policy()));
+}
+
 TEST_CASE("basic: an allocation that fails at step 0 leaves no generation and empty statistics", "[exceptions]") {
   const reset_failures guard;
   faulty_controller cache(small());

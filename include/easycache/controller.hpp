@@ -157,7 +157,7 @@ class controller {
   const Policy& policy() const noexcept { return policy_; }
   /// Sets a callback invoked after each evaluation; an empty function removes it.
   /// If the callback throws, the step has already taken effect.
-  void on_decision(decision_callback callback) { callback_ = std::move(callback); }
+  void on_decision(decision_callback callback) noexcept { callback_.swap(callback); }
 
  private:
   struct branch_state {
