@@ -146,6 +146,64 @@ TEST_CASE("no-throw operations", "[exceptions]") {
   STATIC_REQUIRE(noexcept(cache.policy()));
 }
 
+TEST_CASE("strong: refused calls, configurations and a throwing denoiser change nothing", "[exceptions][errors]") {
+  const reset_failures guard;
+  faulty_controller reference(small(2)), cache(small(2));
+  run(reference, 0, 8, 2);
+  run(cache, 0, 4, 2);  // steps 2 and 3 were skipped: E > 0, a cached vector per branch
+  REQUIRE(test::pattern(cache.trace()) == "CCSS");
+  REQUIRE(cache.policy().accumulated_error() > 0);
+  const observed before = observe(cache);
+  faulty::tensor out;
+  auto throwing = [](const faulty::tensor&) -> faulty::tensor { throw std::runtime_error("model failed"); };
+  auto wrong_size = [](const faulty::tensor&) { return input(0, 3); };
+  easycache::config bad = small(2);
+  bad.threshold = -1;
+
+  CHECK_THROWS_AS(cache.step(input(4), out, {5, 0.0, 0}, affine), easycache::error);  // out of order
+  CHECK_THROWS_AS(cache.step(input(4), out, {8, 0.0, 0}, affine), easycache::error);  // out of range
+  CHECK_THROWS_AS(cache.step(input(4), out, {4, 0.0, 1}, affine), easycache::error);  // branch before anchor
+  CHECK_THROWS_AS(cache.step(input(4), out, {4, 0.0, 2}, affine), easycache::error);  // no such branch
+  CHECK_THROWS_AS(cache.step(input(4, 5), out, {4, 0.0, 0}, affine), easycache::error);  // size changed
+  faulty::tensor x = input(4);
+  CHECK_THROWS_AS(cache.step(x, x, {4, 0.0, 0}, affine), easycache::error);  // aliasing
+  CHECK_THROWS_AS(cache.reset(bad), easycache::error);
+  CHECK(cache.configuration().threshold == 0.5);
+  CHECK(same_observed(observe(cache), before));
+
+  // Step 6 computes (E crosses τ): a throwing denoiser there, on the anchor and on
+  // branch 1, and an output of the wrong size, change nothing either.
+  run(cache, 4, 6, 2);
+  const observed at_six = observe(cache);
+  CHECK_THROWS_AS(cache.step(input(6), out, {6, 0.0, 0}, throwing), std::runtime_error);
+  CHECK_THROWS_AS(cache.step(input(6), out, {6, 0.0, 0}, wrong_size), easycache::error);
+  CHECK(same_observed(observe(cache), at_six));
+  cache.step(input(6), out, {6, 0.0, 0}, affine);
+  const observed anchor_done = observe(cache);
+  CHECK_THROWS_AS(cache.step(input(6), out, {6, 0.0, 1}, throwing), std::runtime_error);
+  CHECK(same_observed(observe(cache), anchor_done));
+  cache.step(input(6), out, {6, 0.0, 1}, affine);
+  run(cache, 7, 8, 2);
+  CHECK(same_observed(observe(cache), observe(reference)));
+}
+
+TEST_CASE("step 0 starts a new generation before the denoiser runs", "[exceptions]") {
+  const reset_failures guard;
+  faulty_controller cache(small());
+  run(cache, 0, 8);
+  faulty::tensor out;
+  CHECK_THROWS_AS(cache.step(input(0), out, {0}, [](const faulty::tensor&) -> faulty::tensor {
+    throw std::runtime_error("model failed");
+  }),
+                  std::runtime_error);
+  // The previous generation is gone; the new one has no step yet.
+  CHECK(cache.stats().steps == 0);
+  CHECK(cache.trace().empty());
+  CHECK_THROWS_WITH(cache.step(input(1), out, {1}, affine), Contains("out of order: expected step 0"));
+  run(cache, 0, 8);
+  CHECK(test::pattern(cache.trace()) == "CCSSSSCC");
+}
+
 TEST_CASE("basic: an allocation that fails at step 0 leaves no generation and empty statistics", "[exceptions]") {
   const reset_failures guard;
   faulty_controller cache(small());
@@ -165,6 +223,95 @@ TEST_CASE("basic: an allocation that fails at step 0 leaves no generation and em
   run(reference, 0, 8);
   run(cache, 0, 8);
   CHECK(same_observed(observe(cache), observe(reference)));
+}
+
+TEST_CASE("strong: an allocation that fails at a branch's first evaluation", "[exceptions][guidance]") {
+  const reset_failures guard;
+  faulty_controller reference(small(2)), cache(small(2));
+  run(reference, 0, 8, 2);
+  faulty::tensor out;
+  cache.step(input(0), out, {0, 0.0, 0}, affine);
+  const observed before = observe(cache);
+  faulty::fail.allocate = true;
+  CHECK_THROWS_AS(cache.step(input(0), out, {0, 0.0, 1}, affine), std::bad_alloc);
+  CHECK(same_observed(observe(cache), before));
+  faulty::fail.allocate = false;
+  cache.step(input(0), out, {0, 0.0, 1}, affine);
+  run(cache, 1, 8, 2);
+  CHECK(same_observed(observe(cache), observe(reference)));
+}
+
+TEST_CASE("strong: a reduction that fails before the decision", "[exceptions]") {
+  const reset_failures guard;
+  faulty_controller reference(small()), cache(small());
+  run(reference, 0, 8);
+  run(cache, 0, 3);
+  const observed before = observe(cache);
+  faulty::tensor out;
+  faulty::fail.reduce = true;
+  CHECK_THROWS_AS(cache.step(input(3), out, {3}, affine), std::runtime_error);
+  CHECK(same_observed(observe(cache), before));
+  faulty::fail.reduce = false;
+  run(cache, 3, 8);
+  CHECK(same_observed(observe(cache), observe(reference)));
+}
+
+TEST_CASE("basic: a backend pass that fails after the decision drops the generation", "[exceptions]") {
+  const reset_failures guard;
+  struct failing_pass {
+    const char* name;
+    bool faulty::failures::*flag;
+    std::size_t step, branch;
+  };
+  // apply: a skipped step; commit: a computed anchor step; store: a computed step of branch 1.
+  for (const failing_pass pass : {failing_pass{"apply", &faulty::failures::apply, 3, 0},
+                                  failing_pass{"commit", &faulty::failures::commit, 1, 0},
+                                  failing_pass{"store", &faulty::failures::store, 1, 1}}) {
+    INFO(pass.name);
+    faulty_controller reference(small(2)), cache(small(2));
+    run(reference, 0, 8, 2);
+    run(cache, 0, pass.step, 2);
+    faulty::tensor out;
+    if (pass.branch == 1) cache.step(input(pass.step), out, {pass.step, 0.0, 0}, affine);
+    const observed before = observe(cache);
+    faulty::fail.*pass.flag = true;
+    CHECK_THROWS_AS(cache.step(input(pass.step), out, {pass.step, 0.0, pass.branch}, affine), std::runtime_error);
+    faulty::fail.*pass.flag = false;
+    // The failed evaluation is not counted, and the buffers it may have half
+    // written are never used: only step 0 is accepted next.
+    CHECK(same_observed(observe(cache), before));
+    CHECK_THROWS_WITH(cache.step(input(pass.step), out, {pass.step, 0.0, 0}, affine),
+                      Contains("without a generation in progress"));
+    run(cache, 0, 8, 2);
+    CHECK(same_observed(observe(cache), observe(reference)));
+  }
+}
+
+TEST_CASE("a throwing decision callback: the step has taken effect", "[exceptions][trace]") {
+  const reset_failures guard;
+  faulty_controller reference(small()), cache(small());
+  run(reference, 0, 8);
+  std::size_t seen = 0;
+  cache.on_decision([&](const easycache::step_record& r) {
+    ++seen;
+    if (r.step == 3) throw std::runtime_error("callback failed");
+  });
+  run(cache, 0, 3);
+  faulty::tensor out;
+  CHECK_THROWS_AS(cache.step(input(3), out, {3, 0.0}, affine), std::runtime_error);
+  CHECK(seen == 4);
+  CHECK(cache.stats().steps == 4);  // counted, recorded, and its output written
+  CHECK(cache.trace().back().action == action::skip);
+  CHECK(out.values == affine(input(3)).values);
+  CHECK_THROWS_WITH(cache.step(input(3), out, {3}, affine), Contains("out of order: expected step 4"));
+  run(cache, 4, 8);
+  CHECK(same_observed(observe(cache), observe(reference)));
+  // The overload that returns the output loses it: the exception replaces the return.
+  easycache::controller<Eigen::VectorXd> owning(small());
+  owning.on_decision([](const easycache::step_record&) { throw std::runtime_error("callback failed"); });
+  CHECK_THROWS_AS(owning.step(test::constant(4, 0), {0}, [](const Eigen::VectorXd& x) { return x; }),
+                  std::runtime_error);
+  CHECK(owning.stats().steps == 1);
 }
 
 namespace {
@@ -218,3 +365,12 @@ TEST_CASE("the writers: a failing stream throws only if asked to, and keeps its 
   CHECK(cache.stats().steps == 8);  // the writers read, never change, the controller
 }
 
+TEST_CASE("validate() and the constructor: an error and no object", "[exceptions][config]") {
+  easycache::config c = small();
+  c.branches = 0;
+  const easycache::config copy = c;
+  CHECK_THROWS_AS(c.validate(), easycache::error);
+  CHECK(c.branches == copy.branches);
+  CHECK_THROWS_AS(faulty_controller(c), easycache::error);
+  CHECK_THROWS_AS(faulty_controller(c, easycache::easycache_policy(c)), easycache::error);
+}

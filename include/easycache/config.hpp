@@ -105,7 +105,7 @@ struct config {
     return c;
   }
 
-  /// Throws easycache::error naming the first invalid field.
+  /// Throws easycache::error naming the first invalid field; changes nothing.
   void validate() const {
     if (std::isnan(threshold) || threshold < 0)
       throw error(detail::message("threshold must be >= 0 (got ", threshold, ")"));

@@ -72,11 +72,11 @@ class controller {
   /// Called after each evaluation with its trace record.
   using decision_callback = std::function<void(const step_record&)>;
 
-  /// Takes a configuration (validated: throws easycache::error) and builds the
-  /// policy from it when Policy is constructible from a config.
+  /// Takes a configuration (validated: throws easycache::error, and no object
+  /// is made) and builds the policy from it when Policy is constructible from a config.
   explicit controller(const config& cfg = config{}) : config_(validated(cfg)), policy_(make_policy(cfg)) {}
 
-  /// Takes a configuration and a ready policy.
+  /// Takes a configuration and a ready policy (validated as above).
   controller(const config& cfg, Policy policy) : config_(validated(cfg)), policy_(std::move(policy)) {}
 
   /// One evaluation: writes the denoiser's output for `x` into `out`, or
@@ -90,11 +90,26 @@ class controller {
   /// `x` is the noisy latent the cache keys on; conditioning (image channels,
   /// text) belongs inside the callable. `out` must not be, or share memory with, `x`.
   ///
-  /// Errors (easycache::error, controller unchanged): branch or step out of
-  /// range or order, input size changed within a generation, `out` aliases `x`,
-  /// `x` or `out` refused by the backend's check (a null host buffer with
-  /// elements, a non-contiguous Eigen map), a denoiser output of the wrong size. An exception from the denoiser leaves
-  /// the controller unchanged too: the same step may be retried.
+  /// Errors (easycache::error): branch or step out of range or order, input
+  /// size changed within a generation, `out` aliases or overlaps `x`, `x` or
+  /// `out` refused by the backend's check (a null host buffer with elements, a
+  /// non-contiguous Eigen map), a host output or a denoiser output of the wrong size.
+  ///
+  /// Exception safety (docs/design.md):
+  ///  - strong: after an easycache::error, an exception from the denoiser, or
+  ///    one from the backend's reduce_abs_diff or a branch's first allocate,
+  ///    the statistics, trace and decision state are as before and the same
+  ///    call may be retried. Step 0 of branch 0 is the exception: once its
+  ///    input is accepted it ends the previous generation (statistics and trace
+  ///    empty, policy reset) before it allocates or calls the denoiser;
+  ///  - basic: if the backend's allocate fails at step 0, no generation is in
+  ///    progress (statistics and trace empty); if apply_delta, commit or
+  ///    store_delta throws, buffers may be half-written, so the generation is
+  ///    dropped: the failed evaluation is not counted and the next call must
+  ///    be step 0;
+  ///  - if the decision callback throws, the evaluation has taken effect
+  ///    (counted, recorded, `out` written) and its exception propagates;
+  ///  - `out` may have been written by the denoiser whenever it ran.
   template <class Denoiser>
   void step(const Tensor& x, Tensor& out, const step_info& info, Denoiser&& denoiser) {
     static_assert(detail::denoiser_form<Denoiser, Tensor>() != 0,
@@ -123,7 +138,9 @@ class controller {
 
   /// As above, returning a new output tensor (for owning tensor types: Eigen
   /// vectors and arrays, at::Tensor). Allocates the output on every call; use
-  /// the `out` overload in an allocation-free loop.
+  /// the `out` overload in an allocation-free loop. Same guarantees, except
+  /// that when the decision callback throws the evaluation is counted but its
+  /// output is lost with the return value.
   EASYCACHE_TEMPLATE_REQUIRES(class Denoiser, (detail::always_true<Denoiser> && is_resizable_tensor_v<Tensor> &&
                                                std::is_default_constructible_v<Tensor>))
   Tensor step(const Tensor& x, const step_info& info, Denoiser&& denoiser) {
@@ -133,13 +150,15 @@ class controller {
   }
 
   /// Drops the generation in progress: the next step must be step 0.
-  /// Buffers are kept for reuse when the next generation has the same sizes.
+  /// Buffers are kept for reuse when the next generation has the same sizes;
+  /// stats() and trace() keep describing the dropped generation. No-throw.
   void reset() noexcept {
     in_generation_ = false;
     policy_.reset();
   }
 
-  /// Takes a new configuration (validated first: on error nothing changes) and resets.
+  /// Takes a new configuration (validated first) and resets. Strong: on an
+  /// easycache::error, or if building the policy from it throws, nothing changes.
   void reset(const config& cfg) {
     config next = validated(cfg);
     if constexpr (std::is_constructible_v<Policy, const config&>) policy_ = Policy(next);
@@ -156,7 +175,7 @@ class controller {
   /// The policy (for its state, e.g. the accumulated error).
   const Policy& policy() const noexcept { return policy_; }
   /// Sets a callback invoked after each evaluation; an empty function removes it.
-  /// If the callback throws, the step has already taken effect.
+  /// No-throw. If the callback throws, the step has already taken effect (see step()).
   void on_decision(decision_callback callback) noexcept { callback_.swap(callback); }
 
  private:

@@ -80,6 +80,9 @@ inline void write_number(std::ostream& out, double value, const char* missing) {
 }  // namespace detail
 
 /// Writes the trace as CSV with a header line; unmeasured values are empty fields.
+/// Reads only its arguments. A failing stream throws only if its exceptions()
+/// ask for it (the text then stops where it failed); the stream's precision is
+/// restored either way.
 inline void write_csv(std::ostream& out, const std::vector<step_record>& trace) {
   const detail::precision_scope precision(out, 9);
   out << "step,branch,timestep,input_change,transformation_rate,output_norm,predicted_error,"
@@ -96,6 +99,7 @@ inline void write_csv(std::ostream& out, const std::vector<step_record>& trace) 
 }
 
 /// Writes {"stats": {...}, "trace": [...]} as JSON; unmeasured values are null.
+/// Exceptions as write_csv.
 inline void write_json(std::ostream& out, const statistics& stats, const std::vector<step_record>& trace) {
   const detail::precision_scope precision(out, 9);
   out << "{\"stats\":{\"steps\":" << stats.steps << ",\"evaluations\":" << stats.evaluations
