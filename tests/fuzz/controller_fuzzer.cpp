@@ -55,7 +55,7 @@ std::string context;
 // What the inputs exercised, for the replay program's summary.
 struct tally {
   std::size_t runs = 0, calls = 0, computed = 0, skipped = 0, forced = 0, refused = 0, denoiser_threw = 0,
-              callback_threw = 0, configs_refused = 0, resets = 0;
+              callback_threw = 0, configs_refused = 0, resets = 0, statistics_checked = 0;
 } seen;
 
 [[noreturn]] void violated(const char* condition, const char* what, int line) {
@@ -613,6 +613,12 @@ class harness {
     seen.forced += forced;
     if (branch == 0) {
       check_anchor_decision(record, called, forced, computes_before, info);
+      if (record && !forced && computes_before >= 2) check_statistics(*record, xs);
+      previous_input_ = xs;
+      if (called) {
+        last_computed_input_ = xs;
+        last_computed_output_ = produced_;
+      }
       if (called) ++anchor_computes_;
       ++steps_done_;
       anchor_action_ = called ? action::compute : action::skip;
@@ -698,6 +704,38 @@ class harness {
     }
   }
 
+  // dx and ‖v_last‖ of a decision step, recomputed in double over the sampled
+  // elements as the documentation defines them (a stride beyond the tensor
+  // samples its first element only), when no sum can overflow.
+  void check_statistics(const easycache::step_record& r, const std::vector<Scalar>& x) {
+    const bool from_last = cfg_.input_change == easycache::input_change_reference::last_compute;
+    const std::vector<Scalar>& reference = from_last ? last_computed_input_ : previous_input_;
+    const auto& s = cfg_.sampling;
+    auto sampled = [&](std::size_t i) {
+      if (s.stride <= 1) return true;
+      if (s.height == 0) return i % s.stride == 0;
+      return ((i / s.width) % s.height) % s.stride == 0 && (i % s.width) % s.stride == 0;
+    };
+    auto moderate = [](Scalar v) { return std::isfinite(v) && std::abs(v) <= Scalar(1e30); };
+    double change = 0, norm = 0;
+    std::size_t count = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      if (!sampled(i)) continue;
+      if (!moderate(x[i]) || !moderate(reference[i]) || !moderate(last_computed_output_[i])) return;
+      change += std::abs(static_cast<double>(x[i]) - static_cast<double>(reference[i]));
+      norm += std::abs(static_cast<double>(last_computed_output_[i]));
+      ++count;
+    }
+    if (count == 0) return;
+    change /= static_cast<double>(count);
+    norm /= static_cast<double>(count);
+    // fp32 lane sums over blocks of 1024: a relative error of about 1e-5 at most.
+    auto close = [](double got, double expected) { return std::abs(got - expected) <= 1e-4 * expected + 1e-44; };
+    FUZZ_CHECK(close(r.input_change, change), "dx is not the mean |x - reference| over the sampled elements");
+    FUZZ_CHECK(close(r.output_norm, norm), "the output norm is not the mean |v| over the sampled elements");
+    ++seen.statistics_checked;
+  }
+
   void start_generation(std::size_t n) {
     in_generation_ = true;
     steps_done_ = 0;
@@ -751,6 +789,7 @@ class harness {
   action anchor_action_ = action::compute;
   std::optional<reason> anchor_reason_;
   std::vector<branch_model> branches_;
+  std::vector<Scalar> previous_input_, last_computed_input_, last_computed_output_;  // the anchor's
   std::vector<Scalar> trajectory_;
   bool trajectory_started_ = false;
   // Observations.
@@ -776,7 +815,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 // Called by the replay program: what the corpus exercised.
 extern "C" void easycache_fuzz_summary() {
   std::printf("%zu inputs: %zu step calls, %zu computed, %zu skipped, %zu forced, %zu refused with easycache::error, "
-              "%zu denoiser exceptions, %zu callback exceptions, %zu configurations refused, %zu resets\n",
+              "%zu denoiser exceptions, %zu callback exceptions, %zu configurations refused, %zu resets, "
+              "%zu decision statistics recomputed\n",
               seen.runs, seen.calls, seen.computed, seen.skipped, seen.forced, seen.refused, seen.denoiser_threw,
-              seen.callback_threw, seen.configs_refused, seen.resets);
+              seen.callback_threw, seen.configs_refused, seen.resets, seen.statistics_checked);
 }
