@@ -8,10 +8,11 @@
 // +inf, NaN, negative; branches 0–3; the variants; invalid ones too); then a
 // sequence of operations: steps in order, out of order, past the end, for
 // missing or repeated branches; inputs of 0, 1 or more elements, changing size,
-// with NaN, ±Inf, 0, huge, the largest finite and denormal values; outputs of the
-// wrong size, without memory or sharing memory with the input; denoisers that work, throw, return the wrong
-// size, NaN, Inf, huge or denormal values; reset(), reset(config) (valid or not),
-// and decision callbacks that throw.
+// with NaN, ±Inf, 0, huge, the largest finite and denormal values; outputs of
+// the wrong size, without memory, or sharing memory with the input; NaN or
+// infinite timesteps and progress; denoisers that work, throw, return the wrong
+// size, NaN, Inf, huge or denormal values; reset(), reset(config) (valid or
+// not), and decision callbacks that throw.
 //
 // Invariants (a violation aborts with a message):
 //  - only easycache::error, the denoiser's own exception and the callback's own
@@ -26,7 +27,8 @@
 //    finite whenever the generation's inputs and denoiser outputs were finite and
 //    not within a factor 4 of overflow;
 //  - the trace records agree with the decision (reason, E against τ, degenerate
-//    statistics exactly when dx, k or ‖v‖ is unusable);
+//    statistics exactly when dx, k or ‖v‖ is unusable), and a decision's dx and
+//    ‖v‖ are the means over the sampled elements (recomputed in double);
 //  - statistics add up: evaluations = calls + skips = trace records, steps = the
 //    anchor's records = the sum over reasons, and they equal the model's counts.
 #include <cmath>
