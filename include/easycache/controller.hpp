@@ -127,7 +127,10 @@ class controller {
                                   " (steps are 0-based; call reset(config) to change the step count)"));
     if constexpr (detail::has_check<Tensor>::value) {
       traits::check(x);
-      traits::check(out);  // before the denoiser or a skip writes into it
+      // An output the controller cannot resize is written as it is: check it
+      // before the denoiser or a skip writes into it. (A resizable one may be
+      // empty here; it is checked once the denoiser has filled it.)
+      if constexpr (!detail::has_resize_output<Tensor>::value) traits::check(out);
     }
     if (info.branch == 0) {
       anchor_step(x, out, info, denoiser);
