@@ -6,7 +6,9 @@
 set -euo pipefail
 
 declare -A groups=(
-  [core]="cmake ninja-build g++ clang libeigen3-dev catch2"
+  # clang's sanitizer and libFuzzer runtimes are in libclang-rt-14-dev, which clang
+  # only recommends (not installed with --no-install-recommends).
+  [core]="cmake ninja-build g++ clang libclang-rt-14-dev libeigen3-dev catch2"
   [torch]="libtorch-dev"
   [mpi]="libopenmpi-dev openmpi-bin"
   [fuzz]="clang libclang-rt-14-dev"

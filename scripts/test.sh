@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Builds and runs every easycache test: g++ and clang++, C++17 and C++20, and
-# AddressSanitizer + UndefinedBehaviorSanitizer builds, warnings as errors.
+# AddressSanitizer + UndefinedBehaviorSanitizer builds, warnings as errors; then
+# fuzzes the controller for about 60 s (libFuzzer, from the committed corpus)
+# and runs the release test programs under valgrind memcheck.
 # The LibTorch backend (Debian's libtorch-dev, CPU) is built and tested in the two
 # release builds, not under sanitizers (libtorch is not instrumented). The CUDA
 # backend is compiled by nvcc in the g++ release build; its GPU tests report
 # "skipped" where no GPU is (docs/gpu-tests.md runs them on one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/deps.sh core torch mpi
+scripts/deps.sh core torch mpi fuzz valgrind
 
 nvcc=$(command -v nvcc || true)
 [[ -z "$nvcc" && -x /usr/local/cuda/bin/nvcc ]] && nvcc=/usr/local/cuda/bin/nvcc
@@ -47,6 +49,54 @@ run gcc-cxx20-sanitize -DCMAKE_CXX_COMPILER=g++ -DCMAKE_BUILD_TYPE=Debug -DEASYC
   -DEASYCACHE_SANITIZE=address,undefined -DEASYCACHE_TORCH=OFF -DEASYCACHE_CUDA=OFF
 run clang-sanitize -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug -DEASYCACHE_SANITIZE=address,undefined \
   -DEASYCACHE_TORCH=OFF -DEASYCACHE_CUDA=OFF
+
+# libFuzzer on the controller (tests/fuzz), one process, about 60 s, starting from
+# a copy of the committed corpus so that the corpus itself is never modified.
+fuzz() {
+  echo "=== fuzz"
+  local dir=build/fuzz
+  cmake -S . -B "$dir" -G Ninja -DEASYCACHE_WERROR=ON -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DEASYCACHE_BUILD_FUZZERS=ON -DEASYCACHE_BUILD_TESTS=OFF -DEASYCACHE_BUILD_EXAMPLES=OFF -DEASYCACHE_INSTALL=OFF >/dev/null
+  cmake --build "$dir" -j "$jobs"
+  rm -rf "$dir/corpus" "$dir/artifacts"
+  mkdir -p "$dir/corpus" "$dir/artifacts"
+  cp tests/fuzz/corpus/* "$dir/corpus/"
+  if "$dir/tests/fuzz/easycache_fuzz_controller" -max_total_time=60 -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 -artifact_prefix="$dir/artifacts/" "$dir/corpus" >"$dir/fuzz.log" 2>&1; then
+    grep -E '^(#[0-9]+[[:space:]]+DONE|Done|stat::number_of_executed_units)' "$dir/fuzz.log" || true
+    summary+=("fuzz: $(grep -E '^Done' "$dir/fuzz.log"), no crash, leak, timeout or invariant violation")
+  else
+    tail -n 80 "$dir/fuzz.log"
+    echo "fuzz: failing input(s) in $dir/artifacts/: $(ls "$dir/artifacts")"
+    summary+=("fuzz: FAILED (see $dir/fuzz.log and $dir/artifacts/)")
+    failed=1
+  fi
+}
+
+# valgrind memcheck on the release build's programs: each Catch2 executable runs
+# all its test cases in one process; the fuzz corpus replay and the examples too.
+memcheck() {
+  echo "=== valgrind"
+  local dir=build/gcc-release clean=0 total=0
+  local programs=("tests/easycache_tests" "tests/easycache_allocation_tests"
+                  "tests/fuzz/easycache_fuzz_replay $PWD/tests/fuzz/corpus" "examples/quickstart" "examples/guidance")
+  for program in "${programs[@]}"; do
+    total=$((total + 1))
+    local name=${program%% *}
+    # shellcheck disable=SC2086
+    if valgrind -q --error-exitcode=1 --leak-check=full "$dir"/$program >"$dir/valgrind-${name##*/}.log" 2>&1; then
+      clean=$((clean + 1))
+    else
+      tail -n 60 "$dir/valgrind-${name##*/}.log"
+      echo "valgrind: $name is not clean"
+      failed=1
+    fi
+  done
+  summary+=("valgrind: $clean of $total programs clean (memcheck, --leak-check=full)")
+}
+
+fuzz
+memcheck
 
 echo "=== summary"
 printf '%s\n' "${summary[@]}"

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <limits>
 #include <optional>
 
 #include "error.hpp"
@@ -117,7 +118,7 @@ struct config {
     return c;
   }
 
-  /// Throws easycache::error naming the first invalid field.
+  /// Throws easycache::error naming the first invalid field; changes nothing.
   void validate() const {
     if (std::isnan(threshold) || threshold < 0)
       throw error(detail::message("threshold must be >= 0 (got ", threshold, ")"));
@@ -135,6 +136,9 @@ struct config {
     if ((sampling.height == 0) != (sampling.width == 0))
       throw error(detail::message("sampling.height and sampling.width must both be set or both be 0 (got ",
                                   sampling.height, " and ", sampling.width, ")"));
+    if (sampling.height != 0 && sampling.height > std::numeric_limits<std::size_t>::max() / sampling.width)
+      throw error(detail::message("sampling.height x sampling.width overflows (got ", sampling.height, " and ",
+                                  sampling.width, ")"));
   }
 };
 

@@ -98,11 +98,12 @@ class controller {
     std::uint64_t serial_ = 0;
   };
 
-  /// Takes a configuration (validated: throws easycache::error) and builds the
-  /// policy from it when Policy is constructible from a config.
+  /// Takes a configuration (validated: throws easycache::error, and no object
+  /// is made) and builds the policy from it when Policy is constructible from a config.
   explicit controller(const config& cfg = config{}) : config_(validated(cfg)), policy_(make_policy(cfg)) {}
 
-  /// Takes a configuration and a ready policy.
+  /// Takes a configuration and a ready policy (validated as above; the policy's
+  /// configure(config), if it has one, may refuse the configuration too).
   controller(const config& cfg, Policy policy) : config_(validated(cfg)), policy_(std::move(policy)) {
     configure_policy(config_);
   }
@@ -118,16 +119,33 @@ class controller {
   /// `x` is the noisy latent the cache keys on; conditioning (image channels,
   /// text) belongs inside the callable. `out` must not be, or share memory with, `x`.
   ///
-  /// Errors (easycache::error, controller unchanged): branch or step out of
-  /// range or order, input size changed within a generation, `out` aliases `x`, a
-  /// denoiser output of the wrong size. An exception from the denoiser leaves
-  /// the controller unchanged too: the same step may be retried.
+  /// Errors (easycache::error): branch or step out of range or order, input
+  /// size changed within a generation, `out` aliases or overlaps `x`, `x` or
+  /// `out` refused by the backend's check (a null host buffer with elements, a
+  /// non-contiguous Eigen map), a host output or a denoiser output of the wrong size.
+  ///
+  /// Exception safety (docs/design.md):
+  ///  - strong: after an easycache::error, an exception from the denoiser, or
+  ///    one from the backend's reduce_abs_diff, read or a branch's first
+  ///    allocate, the statistics, trace and decision state are as before and
+  ///    the same call may be retried. Step 0 of branch 0 is the exception: once its
+  ///    input is accepted it ends the previous generation (statistics and trace
+  ///    empty, policy reset) before it allocates or calls the denoiser;
+  ///  - basic: if the backend's allocate fails at step 0, no generation is in
+  ///    progress (statistics and trace empty); if apply_delta, commit or
+  ///    store_delta throws, buffers may be half-written, so the generation is
+  ///    dropped: the failed evaluation is not counted and the next call must
+  ///    be step 0;
+  ///  - if the decision callback throws, the evaluation has taken effect
+  ///    (counted, recorded, `out` written) and its exception propagates;
+  ///  - `out` may have been written by the denoiser whenever it ran.
   template <class Denoiser>
   void step(const Tensor& x, Tensor& out, const step_info& info, Denoiser&& denoiser) {
     static_assert(detail::denoiser_form<Denoiser, Tensor>() != 0,
                   "easycache: the denoiser must be callable as void(const T& x, T& out[, const step_info&]) or "
                   "as R(const T& x[, const step_info&]) with R assignable to T.");
     check_distinct(x, out, info);
+    check_output_before_writing(out);
     const pending p = begin_step(x, info);
     if (p.compute()) {
       constexpr int form = detail::denoiser_form<Denoiser, Tensor>();
@@ -139,7 +157,9 @@ class controller {
 
   /// As above, returning a new output tensor (for owning tensor types: Eigen
   /// vectors and arrays, at::Tensor). Allocates the output on every call; use
-  /// the `out` overload in an allocation-free loop.
+  /// the `out` overload in an allocation-free loop. Same guarantees, except
+  /// that when the decision callback throws the evaluation is counted but its
+  /// output is lost with the return value.
   EASYCACHE_TEMPLATE_REQUIRES(class Denoiser, (detail::always_true<Denoiser> && is_resizable_tensor_v<Tensor> &&
                                                std::is_default_constructible_v<Tensor>))
   Tensor step(const Tensor& x, const step_info& info, Denoiser&& denoiser) {
@@ -196,6 +216,7 @@ class controller {
       throw error(detail::message("finish_step for step ", info.index, ", branch ", info.branch,
                                   " that is not the latest begin_step of that branch"));
     check_distinct(x, out, info);
+    check_output_before_writing(out);
     if (traits::size(x) != p.size_)
       throw error(detail::message("finish_step got an input of ", traits::size(x), " elements for step ", info.index,
                                   ", branch ", info.branch, "; begin_step had ", p.size_));
@@ -234,13 +255,15 @@ class controller {
   }
 
   /// Drops the generation in progress: the next step must be step 0.
-  /// Buffers are kept for reuse when the next generation has the same sizes.
+  /// Buffers are kept for reuse when the next generation has the same sizes;
+  /// stats() and trace() keep describing the dropped generation. No-throw.
   void reset() noexcept {
     in_generation_ = false;
     policy_.reset();
   }
 
-  /// Takes a new configuration (validated first: on error nothing changes) and resets.
+  /// Takes a new configuration (validated first) and resets. Strong: on an
+  /// easycache::error, or if building the policy from it throws, nothing changes.
   void reset(const config& cfg) {
     config next = validated(cfg);
     configure_policy(next);
@@ -257,8 +280,8 @@ class controller {
   /// The policy (for its state, e.g. the accumulated error).
   const Policy& policy() const noexcept { return policy_; }
   /// Sets a callback invoked after each evaluation; an empty function removes it.
-  /// If the callback throws, the step has already taken effect.
-  void on_decision(decision_callback callback) { callback_ = std::move(callback); }
+  /// No-throw. If the callback throws, the step has already taken effect (see step()).
+  void on_decision(decision_callback callback) noexcept { callback_.swap(callback); }
 
   /// Sets a hook that combines the statistics of a sharded latent across
   /// processes before each decision (sequence parallelism): it receives
@@ -312,6 +335,13 @@ class controller {
     }
   }
 
+  // An output the controller cannot resize is written as it is: check it
+  // before the denoiser or a skip writes into it. (A resizable one may be
+  // empty here; it is checked once the denoiser has filled it.)
+  static void check_output_before_writing([[maybe_unused]] const Tensor& out) {
+    if constexpr (detail::has_check<Tensor>::value && !detail::has_resize_output<Tensor>::value) traits::check(out);
+  }
+
   void check_distinct(const Tensor& x, const Tensor& out, const step_info& info) const {
     bool aliased = &x == &out;
     if constexpr (detail::has_same_storage<Tensor>::value) aliased = aliased || traits::same_storage(x, out);
@@ -341,7 +371,12 @@ class controller {
     if (s.height != 0 && size % (s.height * s.width) != 0)
       throw error(detail::message("input of ", size, " elements is not a whole number of ", s.height, "x", s.width,
                                   " planes (config.sampling.height x width)"));
+    // The previous generation ends here, its statistics and trace with it, so
+    // that a failing allocation below leaves them empty and consistent.
     in_generation_ = false;
+    stats_ = statistics{};
+    trace_.clear();
+    policy_.reset();
     if (branches_.size() != config_.branches) {
       branches_.clear();
       branches_.resize(config_.branches);
@@ -353,18 +388,12 @@ class controller {
       b.open_serial = 0;
     }
     extra_serial_ = 0;
-    if (config_.record_trace) {
-      trace_.clear();
-      // Room for one record per evaluation, extra evaluations included (at most one per branch and step).
-      trace_.reserve(2 * config_.steps * config_.branches);
-    }
+    // Room for one record per evaluation, extra evaluations included (at most one per branch and step).
+    if (config_.record_trace) trace_.reserve(2 * config_.steps * config_.branches);
     traits::allocate(x_last_, x);
     if (config_.input_change == input_change_reference::previous_step) traits::allocate(x_prev_, x);
     traits::prepare(workspace_, x);
     allocate_branch(branches_[0], x, size);
-    policy_.reset();
-    stats_ = statistics{};
-    if (!config_.record_trace) trace_.clear();
     anchor_size_ = size;
     computes_ = 0;
     has_prev_ = false;
@@ -401,8 +430,10 @@ class controller {
       output_norm_ = mean(statistic_slot::output_norm);
       if (commit_measured_) {
         const double input_change = mean(statistic_slot::input_change_since_compute);
-        transformation_rate_ = input_change > 0 ? mean(statistic_slot::output_change) / input_change
-                                                : std::numeric_limits<double>::quiet_NaN();
+        // An overflowed (infinite) input change would make k = 0 and skip on ε = 0.
+        transformation_rate_ = input_change > 0 && std::isfinite(input_change)
+                                   ? mean(statistic_slot::output_change) / input_change
+                                   : std::numeric_limits<double>::quiet_NaN();
       }
       commit_pending_ = false;
     }
@@ -527,6 +558,8 @@ class controller {
 
   void finish_branch(const pending& p, const Tensor& x, Tensor& out) {
     branch_state& branch = branches_[p.info_.branch];
+    // A branch's buffers and size are fixed at its first finished evaluation, so
+    // that a failed one (the denoiser threw, a wrong size) leaves nothing behind.
     if (!branch.allocated) allocate_branch(branch, x, p.size_);
     if (p.compute()) {
       guarded([&] {

@@ -161,10 +161,12 @@ concept tensor = is_tensor_v<T>;
 inline std::size_t sampled_count(std::size_t size, const statistics_sampling& sampling) noexcept {
   const std::size_t s = sampling.stride;
   if (s <= 1) return size;
-  if (sampling.height == 0) return (size + s - 1) / s;
+  // ⌈n / s⌉ without n + s − 1, which wraps for strides near SIZE_MAX.
+  auto ceil_div = [s](std::size_t n) { return n / s + (n % s != 0); };
+  if (sampling.height == 0) return ceil_div(size);
   const std::size_t plane = sampling.height * sampling.width;
   const std::size_t planes = plane ? size / plane : 0;
-  return planes * ((sampling.height + s - 1) / s) * ((sampling.width + s - 1) / s);
+  return planes * ceil_div(sampling.height) * ceil_div(sampling.width);
 }
 
 }  // namespace easycache

@@ -55,6 +55,20 @@ struct statistics {
 };
 
 namespace detail {
+// Restores a stream's precision however the writer exits (a stream with
+// exceptions enabled throws from the middle of a write).
+class precision_scope {
+ public:
+  precision_scope(std::ostream& out, std::streamsize precision) : out_(out), saved_(out.precision(precision)) {}
+  ~precision_scope() { out_.precision(saved_); }
+  precision_scope(const precision_scope&) = delete;
+  precision_scope& operator=(const precision_scope&) = delete;
+
+ private:
+  std::ostream& out_;
+  std::streamsize saved_;
+};
+
 inline void write_number(std::ostream& out, double value, const char* missing) {
   if (std::isfinite(value)) {
     out << value;
@@ -67,8 +81,11 @@ inline void write_number(std::ostream& out, double value, const char* missing) {
 }  // namespace detail
 
 /// Writes the trace as CSV with a header line; unmeasured values are empty fields.
+/// Reads only its arguments. A failing stream throws only if its exceptions()
+/// ask for it (the text then stops where it failed); the stream's precision is
+/// restored either way.
 inline void write_csv(std::ostream& out, const std::vector<step_record>& trace) {
-  const auto precision = out.precision(9);
+  const detail::precision_scope precision(out, 9);
   out << "step,branch,timestep,input_change,transformation_rate,output_norm,predicted_error,"
          "accumulated_error,action,reason\n";
   for (const step_record& r : trace) {
@@ -80,12 +97,12 @@ inline void write_csv(std::ostream& out, const std::vector<step_record>& trace) 
     }
     out << to_string(r.action) << ',' << to_string(r.reason) << '\n';
   }
-  out.precision(precision);
 }
 
 /// Writes {"stats": {...}, "trace": [...]} as JSON; unmeasured values are null.
+/// Exceptions as write_csv.
 inline void write_json(std::ostream& out, const statistics& stats, const std::vector<step_record>& trace) {
-  const auto precision = out.precision(9);
+  const detail::precision_scope precision(out, 9);
   out << "{\"stats\":{\"steps\":" << stats.steps << ",\"evaluations\":" << stats.evaluations
       << ",\"calls\":" << stats.calls << ",\"skips\":" << stats.skips
       << ",\"extra_evaluations\":" << stats.extra_evaluations
@@ -108,7 +125,6 @@ inline void write_json(std::ostream& out, const statistics& stats, const std::ve
     first = false;
   }
   out << "\n]}\n";
-  out.precision(precision);
 }
 
 }  // namespace easycache

@@ -4,6 +4,7 @@
 // is one pass: it reads each input once and writes each output once.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <type_traits>
@@ -26,7 +27,10 @@ using lane_type = std::conditional_t<std::is_same_v<S, double>, double, float>;
 // means none. Stride 1 gives the single chunk [0, n) with step 1.
 template <class Chunk>
 void for_each_chunk(std::size_t n, const statistics_sampling& sampling, Chunk&& chunk) {
-  const std::size_t s = sampling.stride;
+  // A stride beyond the extent it steps over samples the same elements as the
+  // extent itself; clamping it keeps s * block and i + s from wrapping around.
+  const std::size_t extent = sampling.height == 0 ? n : std::max(sampling.height, sampling.width);
+  const std::size_t s = std::min(sampling.stride, std::max(extent, std::size_t{1}));
   if (s <= 1) {
     chunk(std::size_t{0}, n, std::size_t{1});
   } else if (sampling.height == 0) {
