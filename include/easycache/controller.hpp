@@ -534,7 +534,7 @@ class controller {
       }
     } else {
       guarded([&] {
-        keep_previous_delta(anchor);
+        keep_previous_delta(anchor, x);
         traits::commit(workspace_, x, out, x_last_, anchor.delta, computes_ >= 1, config_.sampling);
       });
       ++computes_;
@@ -563,7 +563,7 @@ class controller {
     if (!branch.allocated) allocate_branch(branch, x, p.size_);
     if (p.compute()) {
       guarded([&] {
-        keep_previous_delta(branch);
+        keep_previous_delta(branch, x);
         traits::store_delta(x, out, branch.delta);
       });
       computed(branch, p.info_);
@@ -590,9 +590,10 @@ class controller {
     traits::apply_delta(x, branch.delta, out, input_copy);
   }
 
-  void keep_previous_delta(branch_state& branch) {
+  // x: the step's input, whose stream (on a GPU) the copy is queued on.
+  void keep_previous_delta(branch_state& branch, [[maybe_unused]] const Tensor& x) {
     if constexpr (detail::has_extrapolation<Tensor>::value)
-      if (predicts_linearly() && branch.computes > 0) traits::copy(branch.delta, branch.delta_prev);
+      if (predicts_linearly() && branch.computes > 0) traits::copy(x, branch.delta, branch.delta_prev);
   }
 
   static void computed(branch_state& branch, const step_info& info) noexcept {

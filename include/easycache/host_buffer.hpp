@@ -102,7 +102,7 @@ struct host_tensor_traits {
                                            input_copy ? input_copy->data() : nullptr, self::size(x));
   }
 
-  static void copy(const buffer_type& from, buffer_type& to) {
+  static void copy(const Tensor&, const buffer_type& from, buffer_type& to) {
     detail::host::copy<Scalar>(from.data(), to.data(), from.size());
   }
 

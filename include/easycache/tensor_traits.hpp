@@ -49,10 +49,12 @@ inline constexpr std::size_t statistic_slot_count = 4;
 ///   static void check(const T&);                     // throw easycache::error on unusable input
 ///   static void resize_output(T& out, const T& like); // let the controller size `out`
 ///   static bool same_storage(const T&, const T&);     // refuse an `out` that aliases `x`
-///   static void copy(const buffer_type& from, buffer_type& to);      // for skip_predictor::linear_in_timestep:
+///   // for skip_predictor::linear_in_timestep:
+///   static void copy(const T& x, const buffer_type& from, buffer_type& to);
+///       // to = from; x is the step's input (a GPU backend queues the copy on its stream)
 ///   static void apply_delta_extrapolated(const T& x, const buffer_type& delta,
 ///       const buffer_type& delta_prev, double weight, T& out, buffer_type* input_copy);
-///                                    // out = x + delta + weight·(delta − delta_prev)
+///       // out = x + delta + weight·(delta − delta_prev)
 ///   static void check_compatible(const T&, const buffer_type& state);
 ///       // throw easycache::error when a tensor cannot be used with a buffer of the
 ///       // generation (its element type or device changed since step 0); called
@@ -118,7 +120,8 @@ template <class T, class = void>
 struct has_extrapolation : std::false_type {};
 template <class T>
 struct has_extrapolation<
-    T, std::void_t<decltype(tensor_traits<T>::copy(std::declval<const typename tensor_traits<T>::buffer_type&>(),
+    T, std::void_t<decltype(tensor_traits<T>::copy(std::declval<const T&>(),
+                                                   std::declval<const typename tensor_traits<T>::buffer_type&>(),
                                                    std::declval<typename tensor_traits<T>::buffer_type&>())),
                    decltype(tensor_traits<T>::apply_delta_extrapolated(
                        std::declval<const T&>(), std::declval<const typename tensor_traits<T>::buffer_type&>(),
