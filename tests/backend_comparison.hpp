@@ -43,7 +43,25 @@ inline std::string describe(const easycache::config& cfg) {
   return "threshold " + std::to_string(cfg.threshold) + ", sampling " + std::to_string(cfg.sampling.stride) + "/" +
          std::to_string(cfg.sampling.height) + "x" + std::to_string(cfg.sampling.width) +
          (cfg.input_change == easycache::input_change_reference::last_compute ? ", last_compute" : "") +
-         (cfg.window ? ", window" : "");
+         (cfg.window ? ", window" : "") +
+         (cfg.predictor == easycache::skip_predictor::linear_in_timestep ? ", linear predictor" : "");
+}
+
+// The largest difference, relative to max(1, |value|), between the skipped
+// outputs of the linear predictor and of the constant one on Eigen (double):
+// how far off a backend that ignored the extrapolation would be.
+inline double linear_predictor_effect(easycache::config cfg) {
+  cfg.predictor = easycache::skip_predictor::linear_in_timestep;
+  const result linear = run_eigen<double>(cfg, size);
+  cfg.predictor = easycache::skip_predictor::constant;
+  const result constant = run_eigen<double>(cfg, size);
+  REQUIRE(linear.patterns(cfg.branches) == constant.patterns(cfg.branches));
+  double largest = 0;
+  for (std::size_t e = 0; e < linear.outputs.size(); ++e)
+    for (std::size_t i = 0; i < linear.outputs[e].size(); ++i)
+      largest = std::max(largest, std::abs(linear.outputs[e][i] - constant.outputs[e][i]) /
+                                      std::max(1.0, std::abs(linear.outputs[e][i])));
+  return largest;
 }
 
 // The τ (on a grid) whose reference decisions are farthest from a tie.

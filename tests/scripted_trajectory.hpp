@@ -96,7 +96,13 @@ result run_eigen(const easycache::config& cfg, std::size_t size) {
 }
 
 /// The configurations the backends are compared on: the reference rules with
-/// two branches, and the variants that change what the reductions visit.
+/// two branches, the variants that change what the reductions visit, and the
+/// linear predictor, which changes what a skipped step writes.
+inline easycache::config linear_predictor(easycache::config cfg) {
+  cfg.predictor = easycache::skip_predictor::linear_in_timestep;
+  return cfg;
+}
+
 inline std::vector<easycache::config> configurations(double threshold) {
   std::vector<easycache::config> all;
   easycache::config base;
@@ -120,6 +126,7 @@ inline std::vector<easycache::config> configurations(double threshold) {
   window.measure_forced_steps = true;
   window.branches = 1;
   all.push_back(window);
+  all.push_back(linear_predictor(base));
   return all;
 }
 

@@ -266,6 +266,15 @@ __global__ void __launch_bounds__(device::block_threads)
 
 template <class S>
 __global__ void __launch_bounds__(device::block_threads)
+    apply_extrapolated_kernel(const S* x, const S* delta, const S* delta_prev, float weight, S* out, S* copy,
+                              std::size_t n) {
+  device::thread_apply_extrapolated(x, delta, delta_prev, weight, out, copy, n,
+                                    std::size_t(blockIdx.x) * blockDim.x + threadIdx.x,
+                                    std::size_t(gridDim.x) * blockDim.x);
+}
+
+template <class S>
+__global__ void __launch_bounds__(device::block_threads)
     store_delta_kernel(const S* x, const S* v, S* delta, std::size_t n) {
   device::thread_store_delta(x, v, delta, n, std::size_t(blockIdx.x) * blockDim.x + threadIdx.x,
                              std::size_t(gridDim.x) * blockDim.x);
@@ -379,6 +388,31 @@ struct tensor_traits<cuda_tensor> {
               input_copy ? static_cast<S*>(input_copy->memory.get()) : nullptr, x.size);
     });
     detail::cuda::check_launch("easycache apply_delta kernel");
+  }
+
+  /// out = x + delta + weight·(delta − delta_prev), and *input_copy = x, in one
+  /// kernel on x's stream (float arithmetic for every dtype).
+  static void apply_delta_extrapolated(const cuda_tensor& x, const buffer_type& delta, const buffer_type& delta_prev,
+                                       double weight, cuda_tensor& out, buffer_type* input_copy) {
+    detail::cuda::device_scope scope(delta.device);
+    detail::cuda::with_element_type(x.dtype, [&](auto* type) {
+      using S = std::remove_pointer_t<decltype(type)>;
+      detail::cuda::apply_extrapolated_kernel<S>
+          <<<detail::device::grid_blocks(x.size, detail::device::max_elementwise_blocks),
+             detail::device::block_threads, 0, x.stream>>>(
+              static_cast<const S*>(x.data), static_cast<const S*>(delta.memory.get()),
+              static_cast<const S*>(delta_prev.memory.get()), static_cast<float>(weight), static_cast<S*>(out.data),
+              input_copy ? static_cast<S*>(input_copy->memory.get()) : nullptr, x.size);
+    });
+    detail::cuda::check_launch("easycache apply_delta_extrapolated kernel");
+  }
+
+  /// to = from: one device-to-device copy on the stream of the step's input x.
+  static void copy(const cuda_tensor& x, const buffer_type& from, buffer_type& to) {
+    detail::cuda::device_scope scope(from.device);
+    detail::cuda::check_call(cudaMemcpyAsync(to.memory.get(), from.memory.get(), from.size * element_size(from.dtype),
+                                             cudaMemcpyDeviceToDevice, x.stream),
+                             "cudaMemcpyAsync");
   }
 
   static void commit(workspace_type& ws, const cuda_tensor& x, const cuda_tensor& v, buffer_type& x_last,

@@ -173,6 +173,25 @@ struct tensor_traits<at::Tensor> {
     at::add_out(of, xf, delta.values);
   }
 
+  /// out = x + (delta + weight·(delta − delta_prev)), and *input_copy = x: three
+  /// operations into `out` (each rounds to the tensor's dtype), and a copy.
+  static void apply_delta_extrapolated(const at::Tensor& x, const buffer_type& delta, const buffer_type& delta_prev,
+                                       double weight, at::Tensor& out, buffer_type* input_copy) {
+    detail::torch::compute_guard guard;
+    const at::Tensor xf = detail::torch::flat(x);
+    at::Tensor of = detail::torch::flat(out);
+    if (input_copy) input_copy->values.copy_(xf);
+    at::sub_out(of, delta.values, delta_prev.values);
+    at::add_out(of, delta.values, of, weight);  // a Scalar alpha allocates no tensor
+    at::add_out(of, xf, of);
+  }
+
+  /// to = from, on the current stream.
+  static void copy(const at::Tensor&, const buffer_type& from, buffer_type& to) {
+    detail::torch::compute_guard guard;
+    to.values.copy_(from.values);
+  }
+
   static void commit(workspace_type& ws, const at::Tensor& x, const at::Tensor& v, buffer_type& x_last,
                      buffer_type& delta, bool measure_change, const statistics_sampling& sampling) {
     using detail::torch::sampled;

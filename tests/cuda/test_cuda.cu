@@ -21,6 +21,7 @@ using easycache::cuda_tensor;
 
 static_assert(easycache::is_tensor_v<cuda_tensor>);
 static_assert(easycache::is_resizable_tensor_v<cuda_tensor>);
+static_assert(easycache::detail::has_extrapolation<cuda_tensor>::value, "the linear predictor works on cuda_tensor");
 
 namespace {
 
@@ -141,6 +142,19 @@ TEST_CASE("float16 and bfloat16 device tensors take Eigen's decisions where no d
     script::compare(run_cuda(cuda_dtype::float16, cfg), reference, cfg.branches, 2e-2);
     script::compare(run_cuda(cuda_dtype::bfloat16, cfg), reference, cfg.branches, 5e-2);
   }
+}
+
+TEST_CASE("the linear predictor's skipped outputs are Eigen's on every dtype", "[cuda][gpu][predictor]") {
+  // configurations() includes the predictor; this case also checks that the
+  // comparison would see a backend that ignored the extrapolation.
+  const easycache::config cfg = script::linear_predictor(script::configurations(0.3).front());
+  REQUIRE(script::linear_predictor_effect(cfg) > 100 * 1e-5);
+  script::compare(run_cuda(cuda_dtype::float32, cfg), script::run_eigen<float>(cfg, script::size), cfg.branches, 1e-5);
+  const easycache::config far = script::far_from_ties(cfg);
+  REQUIRE(script::linear_predictor_effect(far) > 4 * 5e-2);
+  const script::result reference = script::run_eigen<double>(far, script::size);
+  script::compare(run_cuda(cuda_dtype::float16, far), reference, far.branches, 2e-2);
+  script::compare(run_cuda(cuda_dtype::bfloat16, far), reference, far.branches, 5e-2);
 }
 
 TEST_CASE("large tensors: every block's partial sum is counted, and runs repeat bit for bit", "[cuda][gpu]") {

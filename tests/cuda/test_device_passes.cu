@@ -127,6 +127,70 @@ TEST_CASE("per-thread element passes write what the host kernels write", "[cuda]
   CHECK(out2 == out_host);
 }
 
+TEST_CASE("the extrapolating skip pass writes what the host kernel writes", "[cuda][host][predictor]") {
+  const std::size_t n = 5000;
+  const std::vector<float> x = values(n, 0.2), delta = values(n, 0.9), previous = values(n, 1.3);
+  const grid g(n, device::max_elementwise_blocks);
+  for (const double weight : {0.0, 0.25, 1.0, 3.5, -0.5}) {
+    INFO("weight " << weight);
+    std::vector<float> out(n), copy(n), out_host(n), copy_host(n), out_no_copy(n);
+    for (std::size_t t = 0; t < g.total(); ++t) {
+      device::thread_apply_extrapolated(x.data(), delta.data(), previous.data(), float(weight), out.data(),
+                                        copy.data(), n, t, g.total());
+      device::thread_apply_extrapolated(x.data(), delta.data(), previous.data(), float(weight), out_no_copy.data(),
+                                        static_cast<float*>(nullptr), n, t, g.total());
+    }
+    host::add_extrapolated(x.data(), delta.data(), previous.data(), weight, out_host.data(), copy_host.data(), n);
+    CHECK(out == out_host);
+    CHECK(copy == x);
+    CHECK(out_no_copy == out_host);
+  }
+  // Weight 0 is the constant predictor's pass.
+  std::vector<float> extrapolated(n), constant(n);
+  for (std::size_t t = 0; t < g.total(); ++t) {
+    device::thread_apply_extrapolated(x.data(), delta.data(), previous.data(), 0.0f, extrapolated.data(),
+                                      static_cast<float*>(nullptr), n, t, g.total());
+    device::thread_apply(x.data(), delta.data(), constant.data(), static_cast<float*>(nullptr), n, t, g.total());
+  }
+  CHECK(extrapolated == constant);
+}
+
+TEST_CASE("float16 and bfloat16 extrapolation: float arithmetic, rounded once when stored", "[cuda][host][predictor]") {
+  const std::size_t n = 4096;
+  const std::vector<float> xf = values(n, 0.1), df = values(n, 0.7), pf = values(n, 1.9);
+  std::vector<__half> xh(n), dh(n), ph(n), oh(n), ch(n);
+  std::vector<__nv_bfloat16> xb(n), db(n), pb(n), ob(n), cb(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    xh[i] = __float2half_rn(xf[i]);
+    dh[i] = __float2half_rn(df[i]);
+    ph[i] = __float2half_rn(pf[i]);
+    xb[i] = __float2bfloat16_rn(xf[i]);
+    db[i] = __float2bfloat16_rn(df[i]);
+    pb[i] = __float2bfloat16_rn(pf[i]);
+  }
+  const float weight = 0.75f;
+  const grid g(n, device::max_elementwise_blocks);
+  for (std::size_t t = 0; t < g.total(); ++t) {
+    device::thread_apply_extrapolated(xh.data(), dh.data(), ph.data(), weight, oh.data(), ch.data(), n, t, g.total());
+    device::thread_apply_extrapolated(xb.data(), db.data(), pb.data(), weight, ob.data(), cb.data(), n, t, g.total());
+  }
+  // One rounding of the (float-exact to 2^-24) result: within half a unit in
+  // the last place, 2^-11 (float16) or 2^-8 (bfloat16) of it; rounding after
+  // each of the three operations would miss this bound on some elements.
+  std::size_t beyond_half = 0, beyond_bf16 = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    auto exact = [&](double x, double d, double p) { return x + (d + double(weight) * (d - p)); };
+    const double eh = exact(__half2float(xh[i]), __half2float(dh[i]), __half2float(ph[i]));
+    const double eb = exact(__bfloat162float(xb[i]), __bfloat162float(db[i]), __bfloat162float(pb[i]));
+    if (std::abs(double(__half2float(oh[i])) - eh) > std::ldexp(std::abs(eh), -11) * (1 + 1e-6) + 1e-7) ++beyond_half;
+    if (std::abs(double(__bfloat162float(ob[i])) - eb) > std::ldexp(std::abs(eb), -8) * (1 + 1e-6) + 1e-7) ++beyond_bf16;
+    CHECK(__half2float(ch[i]) == __half2float(xh[i]));
+    CHECK(__bfloat162float(cb[i]) == __bfloat162float(xb[i]));
+  }
+  CHECK(beyond_half == 0);
+  CHECK(beyond_bf16 == 0);
+}
+
 TEST_CASE("float16 and bfloat16 elements: float arithmetic, rounded once when stored", "[cuda][host]") {
   const std::size_t n = 4096;
   const std::vector<float> xf = values(n, 0.1), vf = values(n, 0.7);

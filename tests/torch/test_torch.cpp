@@ -27,6 +27,7 @@ using Catch::Matchers::Contains;
 
 static_assert(easycache::is_tensor_v<at::Tensor>);
 static_assert(easycache::is_resizable_tensor_v<at::Tensor>);
+static_assert(easycache::detail::has_extrapolation<at::Tensor>::value, "the linear predictor works on at::Tensor");
 
 namespace {
 
@@ -90,6 +91,20 @@ TEST_CASE("float16 and bfloat16 tensors take Eigen's decisions where no decision
     script::compare(run_torch(at::kHalf, cfg), reference, cfg.branches, 2e-2);
     script::compare(run_torch(at::kBFloat16, cfg), reference, cfg.branches, 5e-2);
   }
+}
+
+TEST_CASE("the linear predictor's skipped outputs are Eigen's on every dtype", "[torch][predictor]") {
+  // configurations() includes the predictor; this case also checks that the
+  // comparison would see a backend that ignored the extrapolation.
+  const easycache::config cfg = script::linear_predictor(script::configurations(0.3).front());
+  REQUIRE(script::linear_predictor_effect(cfg) > 100 * 1e-5);
+  script::compare(run_torch(at::kDouble, cfg), script::run_eigen<double>(cfg, script::size), cfg.branches, 1e-9);
+  script::compare(run_torch(at::kFloat, cfg), script::run_eigen<float>(cfg, script::size), cfg.branches, 1e-5);
+  const easycache::config far = script::far_from_ties(cfg);
+  REQUIRE(script::linear_predictor_effect(far) > 4 * 5e-2);
+  const script::result reference = script::run_eigen<double>(far, script::size);
+  script::compare(run_torch(at::kHalf, far), reference, far.branches, 2e-2);
+  script::compare(run_torch(at::kBFloat16, far), reference, far.branches, 5e-2);
 }
 
 TEST_CASE("the controller writes into the caller's tensor, or sizes an undefined one", "[torch]") {

@@ -124,6 +124,21 @@ EASYCACHE_HOST_DEVICE void thread_apply(const S* x, const S* delta, S* out, S* c
   }
 }
 
+/// out = x + delta + weight·(delta − delta_prev) (and copy = x when copy is not
+/// null) over i = thread, thread + threads, ... < n: float arithmetic, rounded
+/// once when stored (the device may contract the product and sum into an fma).
+template <class S>
+EASYCACHE_HOST_DEVICE void thread_apply_extrapolated(const S* x, const S* delta, const S* delta_prev, float weight,
+                                                     S* out, S* copy, std::size_t n, std::size_t thread,
+                                                     std::size_t threads) {
+  for (std::size_t i = thread; i < n; i += threads) {
+    const S xi = x[i];
+    if (copy) copy[i] = xi;
+    const float d = element<S>::load(delta[i]);
+    out[i] = element<S>::store(element<S>::load(xi) + (d + weight * (d - element<S>::load(delta_prev[i]))));
+  }
+}
+
 /// delta = v − x over i = thread, thread + threads, ... < n.
 template <class S>
 EASYCACHE_HOST_DEVICE void thread_store_delta(const S* x, const S* v, S* delta, std::size_t n, std::size_t thread,
