@@ -6,12 +6,17 @@
 //   T make(const std::vector<double>& values);              // a new tensor holding them
 //   std::vector<double> values(const T& t);                 // its elements, as double
 //   void write(const std::vector<double>& values, T& out);  // into out's own memory
+// and may provide
+//   void begin_step(std::size_t t);                          // called before step t's tensors are made
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <limits>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <Eigen/Core>
@@ -52,12 +57,19 @@ struct result {
   }
 };
 
+template <class Backend, class = void>
+struct has_begin_step : std::false_type {};
+template <class Backend>
+struct has_begin_step<Backend, std::void_t<decltype(std::declval<Backend&>().begin_step(std::size_t{}))>>
+    : std::true_type {};
+
 /// Runs the script: `size` elements, cfg.steps steps, cfg.branches branches.
 template <class Tensor, class Backend>
 result run(Backend& backend, const easycache::config& cfg, std::size_t size) {
   easycache::controller<Tensor> cache(cfg);
   result r;
   for (std::size_t t = 0; t < cfg.steps; ++t) {
+    if constexpr (has_begin_step<Backend>::value) backend.begin_step(t);
     std::vector<double> x(size);
     for (std::size_t i = 0; i < size; ++i) x[i] = input(t, i, cfg.steps);
     const Tensor in = backend.make(x);
@@ -96,8 +108,9 @@ result run_eigen(const easycache::config& cfg, std::size_t size) {
 }
 
 /// The configurations the backends are compared on: the reference rules with
-/// two branches, the variants that change what the reductions visit, and the
-/// linear predictor, which changes what a skipped step writes.
+/// two branches, the variants that change what the reductions visit (strides
+/// up to SIZE_MAX included), and the linear predictor, which changes what a
+/// skipped step writes.
 inline easycache::config linear_predictor(easycache::config cfg) {
   cfg.predictor = easycache::skip_predictor::linear_in_timestep;
   return cfg;
@@ -127,6 +140,10 @@ inline std::vector<easycache::config> configurations(double threshold) {
   window.branches = 1;
   all.push_back(window);
   all.push_back(linear_predictor(base));
+  easycache::config huge_planes = base;
+  huge_planes.sampling = {std::numeric_limits<std::size_t>::max(), 6, 8};  // element 0 of each plane
+  huge_planes.threshold = 1.5 * threshold;  // at 0.3, τ = 0.3 is within 1e-5 of a decision's E
+  all.push_back(huge_planes);
   return all;
 }
 

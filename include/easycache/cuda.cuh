@@ -220,6 +220,9 @@ __device__ void finish_reduction(double (&values)[Count], double* partials, unsi
   }
   __syncthreads();
   if (!last) return;
+  // Acquire side of the other blocks' fence-then-count: their partials are
+  // read only after this block has seen the count that says they are written.
+  __threadfence();
   for (unsigned c = 0; c < Count; ++c) {
     values[c] = 0.0;
     for (unsigned b = threadIdx.x; b < gridDim.x; b += blockDim.x)
@@ -350,8 +353,12 @@ struct tensor_traits<cuda_tensor> {
       ws.device = -1;
       ws.memory = detail::cuda::allocate_device(workspace_type::bytes, device);
       detail::cuda::device_scope scope(device);
-      // The block counter starts at 0; each reduction leaves it at 0.
-      detail::cuda::check_call(cudaMemset(ws.memory.get(), 0, workspace_type::bytes), "cudaMemset");
+      // The block counter starts at 0; each reduction leaves it at 0. Cleared on
+      // the input's stream, which the first reduction runs on: cudaMemset would
+      // run on the legacy default stream, which a non-blocking stream (or
+      // per-thread default streams) does not wait for.
+      detail::cuda::check_call(cudaMemsetAsync(ws.memory.get(), 0, workspace_type::bytes, like.stream),
+                               "cudaMemsetAsync");
       ws.device = device;
     }
     if (!ws.host) {

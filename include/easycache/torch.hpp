@@ -20,12 +20,16 @@
 // summed (on CUDA the sum reads them directly).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
 #include <ATen/ATen.h>
 #include <ATen/MemoryOverlap.h>
 #include <c10/core/InferenceMode.h>
+#include <c10/core/Stream.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+#include <c10/util/Optional.h>
 
 #include "error.hpp"
 #include "tensor_traits.hpp"
@@ -39,6 +43,7 @@ namespace detail::torch {
 /// device of the generation's input.
 struct buffer {
   at::Tensor values;
+  c10::optional<c10::Stream> stream;  // CUDA: the stream current when `values` was allocated
 };
 
 /// Reduction scratch of one controller.
@@ -46,7 +51,31 @@ struct workspace {
   at::Tensor sums;     // statistic_slot_count sums on the input's device (float32, or float64)
   at::Tensor host;     // their host mirror (pinned for a CUDA device)
   at::Tensor scratch;  // one element per input element: |a − b| before the sum
+  c10::optional<c10::Stream> sums_stream, scratch_stream;  // as buffer::stream
 };
+
+// The stream LibTorch queues work on for a CUDA tensor (its device's current
+// stream); none for a CPU tensor.
+inline c10::optional<c10::Stream> current_stream(const at::Tensor& t) {
+  if (!t.is_cuda()) return c10::nullopt;
+  return c10::impl::getDeviceGuardImpl(t.device().type())->getStream(t.device());
+}
+
+// LibTorch's CUDA caching allocator lets a freed block be reused as soon as the
+// work on the stream it was allocated on is done. When the current stream has
+// changed since (a controller used on several streams), the work queued there
+// must be recorded, or a new generation or a destroyed controller could hand
+// the memory to another tensor while that work still reads or writes it.
+inline void record_use(const at::Tensor& values, const c10::optional<c10::Stream>& allocated_on) {
+  if (!allocated_on) return;
+  const c10::optional<c10::Stream> now = current_stream(values);
+  if (now && *now != *allocated_on) values.record_stream(*now);
+}
+inline void record_use(const buffer& b) { record_use(b.values, b.stream); }
+inline void record_use(const workspace& ws) {
+  record_use(ws.sums, ws.sums_stream);
+  record_use(ws.scratch, ws.scratch_stream);
+}
 
 // Runs an operation outside of autograd. Buffers that easycache allocates are
 // made outside of it (normal tensors) so that callers may update an output
@@ -69,10 +98,13 @@ inline at::ScalarType sum_dtype(at::ScalarType t) noexcept { return t == at::kDo
 inline at::Tensor flat(const at::Tensor& t) { return t.view({t.numel()}); }
 
 // The elements the statistics visit (see statistics_sampling): a strided view.
+// A stride beyond the extent it steps over visits what the extent would; it is
+// clamped so that it stays a positive int64 (strides go up to SIZE_MAX).
 inline at::Tensor sampled(const at::Tensor& flat_tensor, const statistics_sampling& s) {
-  if (s.stride <= 1) return flat_tensor;
-  const auto step = static_cast<std::int64_t>(s.stride);
   const std::int64_t n = flat_tensor.numel();
+  if (s.stride <= 1 || n == 0) return flat_tensor;
+  const std::size_t extent = s.height == 0 ? static_cast<std::size_t>(n) : std::max(s.height, s.width);
+  const auto step = static_cast<std::int64_t>(std::min(s.stride, extent));
   if (s.height == 0) return flat_tensor.slice(0, 0, n, step);
   const auto height = static_cast<std::int64_t>(s.height), width = static_cast<std::int64_t>(s.width);
   return flat_tensor.view({n / (height * width), height, width}).slice(1, 0, height, step).slice(2, 0, width, step);
@@ -139,6 +171,7 @@ struct tensor_traits<at::Tensor> {
     if (b.defined() && b.numel() == like.numel() && detail::torch::same_kind(b, like)) return;
     detail::torch::allocate_guard guard;
     buffer.values = at::empty({like.numel()}, like.options());
+    buffer.stream = detail::torch::current_stream(like);
   }
 
   static void prepare(workspace_type& ws, const at::Tensor& like) {
@@ -147,17 +180,22 @@ struct tensor_traits<at::Tensor> {
     const at::ScalarType dtype = detail::torch::sum_dtype(like.scalar_type());
     if (!ws.sums.defined() || ws.sums.device() != like.device() || ws.sums.scalar_type() != dtype) {
       ws.sums = at::zeros({count}, at::TensorOptions().dtype(dtype).device(like.device()));
+      ws.sums_stream = detail::torch::current_stream(like);
       // Pinned, so that read() copies with one DMA transfer instead of staging.
       ws.host = at::empty({count}, at::TensorOptions().dtype(dtype).pinned_memory(like.is_cuda()));
     }
     const at::Tensor& s = ws.scratch;
-    if (!s.defined() || s.numel() != like.numel() || !detail::torch::same_kind(s, like))
+    if (!s.defined() || s.numel() != like.numel() || !detail::torch::same_kind(s, like)) {
       ws.scratch = at::empty({like.numel()}, like.options());
+      ws.scratch_stream = detail::torch::current_stream(like);
+    }
   }
 
   static void reduce_abs_diff(workspace_type& ws, statistic_slot slot, const at::Tensor& x, const buffer_type& ref,
                               const statistics_sampling& sampling) {
     detail::torch::compute_guard guard;
+    detail::torch::record_use(ws);
+    detail::torch::record_use(ref);
     const at::Tensor xs = detail::torch::sampled(detail::torch::flat(x), sampling);
     const at::Tensor rs = detail::torch::sampled(ref.values, sampling);
     at::Tensor diff = detail::torch::scratch_like(ws, xs);
@@ -167,9 +205,13 @@ struct tensor_traits<at::Tensor> {
 
   static void apply_delta(const at::Tensor& x, const buffer_type& delta, at::Tensor& out, buffer_type* input_copy) {
     detail::torch::compute_guard guard;
+    detail::torch::record_use(delta);
     const at::Tensor xf = detail::torch::flat(x);
     at::Tensor of = detail::torch::flat(out);
-    if (input_copy) input_copy->values.copy_(xf);
+    if (input_copy) {
+      detail::torch::record_use(*input_copy);
+      input_copy->values.copy_(xf);
+    }
     at::add_out(of, xf, delta.values);
   }
 
@@ -178,9 +220,14 @@ struct tensor_traits<at::Tensor> {
   static void apply_delta_extrapolated(const at::Tensor& x, const buffer_type& delta, const buffer_type& delta_prev,
                                        double weight, at::Tensor& out, buffer_type* input_copy) {
     detail::torch::compute_guard guard;
+    detail::torch::record_use(delta);
+    detail::torch::record_use(delta_prev);
     const at::Tensor xf = detail::torch::flat(x);
     at::Tensor of = detail::torch::flat(out);
-    if (input_copy) input_copy->values.copy_(xf);
+    if (input_copy) {
+      detail::torch::record_use(*input_copy);
+      input_copy->values.copy_(xf);
+    }
     at::sub_out(of, delta.values, delta_prev.values);
     at::add_out(of, delta.values, of, weight);  // a Scalar alpha allocates no tensor
     at::add_out(of, xf, of);
@@ -189,6 +236,8 @@ struct tensor_traits<at::Tensor> {
   /// to = from, on the current stream.
   static void copy(const at::Tensor&, const buffer_type& from, buffer_type& to) {
     detail::torch::compute_guard guard;
+    detail::torch::record_use(from);
+    detail::torch::record_use(to);
     to.values.copy_(from.values);
   }
 
@@ -196,6 +245,9 @@ struct tensor_traits<at::Tensor> {
                      buffer_type& delta, bool measure_change, const statistics_sampling& sampling) {
     using detail::torch::sampled;
     detail::torch::compute_guard guard;
+    detail::torch::record_use(ws);
+    detail::torch::record_use(x_last);
+    detail::torch::record_use(delta);
     const at::Tensor xf = detail::torch::flat(x), vf = detail::torch::flat(v);
     const at::Tensor xs = sampled(xf, sampling), vs = sampled(vf, sampling);
     const std::int64_t count = xs.numel();
@@ -216,6 +268,7 @@ struct tensor_traits<at::Tensor> {
 
   static void store_delta(const at::Tensor& x, const at::Tensor& v, buffer_type& delta) {
     detail::torch::compute_guard guard;
+    detail::torch::record_use(delta);
     at::sub_out(delta.values, detail::torch::flat(v), detail::torch::flat(x));
   }
 

@@ -157,6 +157,37 @@ TEST_CASE("the linear predictor's skipped outputs are Eigen's on every dtype", "
   script::compare(run_cuda(cuda_dtype::bfloat16, far), reference, far.branches, 5e-2);
 }
 
+namespace {
+// The script with each step's tensors on the other of two streams; before a
+// step, its stream waits for the work queued on the previous step's stream
+// (the ordering cuda_tensor's documentation asks of the caller).
+struct alternating_streams_backend : cuda_backend {
+  stream_holder first, second;
+  cudaEvent_t queued = nullptr;
+  alternating_streams_backend() {
+    check(cudaEventCreateWithFlags(&queued, cudaEventDisableTiming));
+    stream = first.stream;
+  }
+  ~alternating_streams_backend() { cudaEventDestroy(queued); }
+  void begin_step(std::size_t t) {
+    cudaStream_t next = t % 2 ? second.stream : first.stream;
+    check(cudaEventRecord(queued, stream));
+    check(cudaStreamWaitEvent(next, queued, 0));
+    stream = next;
+  }
+};
+}  // namespace
+
+TEST_CASE("a controller whose steps move between streams decides and predicts as on one", "[cuda][gpu][predictor]") {
+  for (const easycache::config& cfg : {script::configurations(0.3).front(),
+                                       script::linear_predictor(script::configurations(0.3).front())}) {
+    INFO(script::describe(cfg));
+    alternating_streams_backend backend;
+    const script::result got = script::run<cuda_tensor>(backend, cfg, script::size);
+    script::compare(got, script::run_eigen<float>(cfg, script::size), cfg.branches, 1e-5);
+  }
+}
+
 TEST_CASE("large tensors: every block's partial sum is counted, and runs repeat bit for bit", "[cuda][gpu]") {
   // 3 * 2^20 elements: more than the most blocks of a reduction times its threads.
   easycache::config cfg = script::configurations(0.3).front();

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <limits>
 #include <vector>
 
 #include <easycache/cuda.cuh>
@@ -40,7 +41,10 @@ std::vector<float> values(std::size_t n, double phase) {
   return v;
 }
 
-const easycache::statistics_sampling samplings[] = {{1, 0, 0}, {3, 0, 0}, {8, 0, 0}, {2, 6, 8}, {8, 16, 24}, {3, 7, 5}};
+constexpr std::size_t huge_stride = std::numeric_limits<std::size_t>::max();
+const easycache::statistics_sampling samplings[] = {{1, 0, 0}, {3, 0, 0},           {8, 0, 0},          {2, 6, 8},
+                                                    {8, 16, 24}, {3, 7, 5},         {huge_stride, 0, 0},
+                                                    {huge_stride, 6, 8}, {huge_stride - 1, 7, 5}};
 
 }  // namespace
 

@@ -17,7 +17,11 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/CPUAllocator.h>
+#include <c10/core/Event.h>
 #include <c10/core/InferenceMode.h>
+#include <c10/core/StreamGuard.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+#include <c10/util/Optional.h>
 #include <easycache/easycache.hpp>
 #include <easycache/torch.hpp>
 
@@ -105,6 +109,40 @@ TEST_CASE("the linear predictor's skipped outputs are Eigen's on every dtype", "
   const script::result reference = script::run_eigen<double>(far, script::size);
   script::compare(run_torch(at::kHalf, far), reference, far.branches, 2e-2);
   script::compare(run_torch(at::kBFloat16, far), reference, far.branches, 5e-2);
+}
+
+namespace {
+// The script on LibTorch's current stream, which alternates between two CUDA
+// streams from step to step (each waits for the work queued on the other);
+// on the CPU, the one default stream.
+struct alternating_streams_backend : torch_backend {
+  std::vector<c10::Stream> streams;
+  c10::optional<c10::StreamGuard> current;
+
+  void begin_step(std::size_t t) {
+    if (!device.is_cuda()) return;
+    const c10::impl::DeviceGuardImplInterface* cuda = c10::impl::getDeviceGuardImpl(device.type());
+    if (streams.empty())
+      for (int i = 0; i < 2; ++i) streams.push_back(cuda->getStreamFromGlobalPool(device));
+    const c10::Stream next = streams[t % 2];
+    c10::Event queued(device.type());
+    queued.record(cuda->getStream(device));
+    queued.block(next);
+    current.reset();
+    current.emplace(next);
+  }
+};
+}  // namespace
+
+TEST_CASE("a controller whose steps move between streams decides and predicts as on one", "[torch][predictor]") {
+  for (const easycache::config& cfg : {script::configurations(0.3).front(),
+                                       script::linear_predictor(script::configurations(0.3).front())}) {
+    INFO(script::describe(cfg));
+    alternating_streams_backend backend;
+    script::result got = script::run<at::Tensor>(backend, cfg, script::size);
+    backend.current.reset();
+    script::compare(got, script::run_eigen<float>(cfg, script::size), cfg.branches, 1e-5);
+  }
 }
 
 TEST_CASE("the controller writes into the caller's tensor, or sizes an undefined one", "[torch]") {

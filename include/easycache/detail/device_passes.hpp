@@ -45,7 +45,7 @@ struct sampling_map {
   /// Number of visited elements among n.
   EASYCACHE_HOST_DEVICE std::size_t count(std::size_t n) const {
     if (stride <= 1) return n;
-    if (height == 0) return (n + stride - 1) / stride;
+    if (height == 0) return ceil_div(n);
     return (n / (height * width)) * rows() * columns();
   }
 
@@ -66,8 +66,10 @@ struct sampling_map {
   }
 
  private:
-  EASYCACHE_HOST_DEVICE std::size_t rows() const { return (height + stride - 1) / stride; }
-  EASYCACHE_HOST_DEVICE std::size_t columns() const { return (width + stride - 1) / stride; }
+  // ⌈n / stride⌉ without n + stride − 1, which wraps for strides near SIZE_MAX.
+  EASYCACHE_HOST_DEVICE std::size_t ceil_div(std::size_t n) const { return n / stride + (n % stride != 0); }
+  EASYCACHE_HOST_DEVICE std::size_t rows() const { return ceil_div(height); }
+  EASYCACHE_HOST_DEVICE std::size_t columns() const { return ceil_div(width); }
 };
 
 /// The three sums of a commit (see tensor_traits::commit), one thread's share.
