@@ -12,10 +12,12 @@
 //                   pinned memory, then cudaStreamSynchronize: the decision needs
 //                   them on the host, so this wait cannot be avoided. It is the
 //                   only synchronization of a step, and forced steps have none.
-//   skipped step:   one kernel  out = x + delta  (and x_prev = x, same pass)
+//   skipped step:   one kernel  out = x + delta  (and x_prev = x, same pass);
+//                   linear predictor: out = x + delta + w·(delta − delta_prev)
 //   computed step:  the denoiser, then one kernel that sums |v − v_last|,
 //                   |x − x_last|, |v| and writes x_last = x, delta = v − x
-//                   (other branches: one kernel  delta = v − x)
+//                   (other branches: one kernel  delta = v − x); linear
+//                   predictor: one device-to-device copy delta_prev = delta first
 // Sums: float per thread, double across threads and blocks; blocks add their
 // partials in a fixed order (the last block to finish sums them), so the
 // statistics do not depend on timing. Device memory (state buffers, sums and
