@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages easycache needs, only those missing (idempotent).
-#   scripts/deps.sh [group...]   groups: core (default), torch, mpi, fuzz, valgrind, cuda-compile, demo
+#   scripts/deps.sh [group...]   groups: core (default), torch, mpi, fuzz, valgrind, cuda-compile, demo, train, plots
 set -euo pipefail
 
 declare -A groups=(
@@ -10,6 +10,8 @@ declare -A groups=(
   [fuzz]="clang libclang-rt-14-dev"
   [valgrind]="valgrind"
   [bench]="libbenchmark-dev"
+  [train]="python3-torch python3-sklearn python3-numpy libopenblas0-pthread"   # model training (not in CI); OpenBLAS: torch uses the reference BLAS otherwise
+  [plots]="python3-matplotlib python3-numpy"             # bench/quality plots (not in CI)
 )
 
 wanted=()
