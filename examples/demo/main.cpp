@@ -103,8 +103,9 @@ int run(int argc, char** argv) {
     repeats = 1;
   }
   std::printf("easycache demo: a video diffusion transformer trained on handwritten digits\n");
-  std::printf("model: %s (checksum ok), %zu parameters, clips of %zu frames of %zux%zu\n", model_path.c_str(),
-              model.parameters(), d.frames, d.height, d.width);
+  std::printf("model: %s (checksum ok), %zu parameters, clips of %zu frames of %zux%zu\n",
+              std::filesystem::path(model_path).filename().string().c_str(), model.parameters(), d.frames, d.height,
+              d.width);
   std::printf("sampler (as Wan2.1): flow matching, shift %.0f, %zu Euler steps, guidance %.1f: 2 calls a step\n",
               settings.shift, settings.steps, static_cast<double>(settings.guidance));
   std::printf("EasyCache: config::wan21(%zu): tau %.3g, warm-up %zu steps, last step computed\n\n", settings.steps,
@@ -138,7 +139,8 @@ int run(int argc, char** argv) {
                     result.uncached_calls, result.cached_calls, result.psnr, result.ssim);
         std::printf("      steps (C = called, . = cached): %s\n", result.pattern.c_str());
       } else {
-        std::printf("  repeat %zu/%zu, clip %zu/%zu\n", repeat + 1, repeats, c + 1, requests.size());
+        if (c == 0) std::printf("  repeat %zu/%zu: clip", repeat + 1, repeats);
+        std::printf(" %zu%s", c + 1, c + 1 == requests.size() ? "\n" : "");
       }
       std::fflush(stdout);
     }
