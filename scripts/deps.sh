@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages easycache needs, only those missing (idempotent).
-#   scripts/deps.sh [group...]   groups: core (default), torch, mpi, fuzz, valgrind, bench
+#   scripts/deps.sh [group...]   groups: core (default), torch, mpi, fuzz, valgrind, bench, train, plots
 # nvcc is not among them: Debian ships CUDA only in non-free; the CUDA backend is
 # compiled with the toolkit in /usr/local/cuda (or any nvcc on PATH) where there is one.
 set -euo pipefail
@@ -14,6 +14,8 @@ declare -A groups=(
   [fuzz]="clang libclang-rt-14-dev"
   [valgrind]="valgrind"
   [bench]="libbenchmark-dev"
+  [train]="python3-torch python3-sklearn python3-numpy libopenblas0-pthread"   # model training (not in CI); OpenBLAS: torch uses the reference BLAS otherwise
+  [plots]="python3-matplotlib python3-numpy"             # bench/quality plots (not in CI)
 )
 
 wanted=()
