@@ -44,7 +44,8 @@ inline std::string describe(const easycache::config& cfg) {
          std::to_string(cfg.sampling.height) + "x" + std::to_string(cfg.sampling.width) +
          (cfg.input_change == easycache::input_change_reference::last_compute ? ", last_compute" : "") +
          (cfg.window ? ", window" : "") +
-         (cfg.predictor == easycache::skip_predictor::linear_in_timestep ? ", linear predictor" : "");
+         (cfg.predictor == easycache::skip_predictor::linear_in_timestep ? ", linear predictor" : "") +
+         (cfg.predictor == easycache::skip_predictor::last_output ? ", last-output predictor" : "");
 }
 
 // The largest difference, relative to max(1, |value|), between the skipped

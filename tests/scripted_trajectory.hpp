@@ -109,8 +109,8 @@ result run_eigen(const easycache::config& cfg, std::size_t size) {
 
 /// The configurations the backends are compared on: the reference rules with
 /// two branches, the variants that change what the reductions visit (strides
-/// up to SIZE_MAX included), and the linear predictor, which changes what a
-/// skipped step writes.
+/// up to SIZE_MAX included), and the linear and last-output predictors, which
+/// change what a skipped step writes.
 inline easycache::config linear_predictor(easycache::config cfg) {
   cfg.predictor = easycache::skip_predictor::linear_in_timestep;
   return cfg;
@@ -140,6 +140,9 @@ inline std::vector<easycache::config> configurations(double threshold) {
   window.branches = 1;
   all.push_back(window);
   all.push_back(linear_predictor(base));
+  easycache::config last_output = base;
+  last_output.predictor = easycache::skip_predictor::last_output;
+  all.push_back(last_output);
   easycache::config huge_planes = base;
   huge_planes.sampling = {std::numeric_limits<std::size_t>::max(), 6, 8};  // element 0 of each plane
   huge_planes.threshold = 1.5 * threshold;  // at 0.3, τ = 0.3 is within 1e-5 of a decision's E

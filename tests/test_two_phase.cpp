@@ -160,6 +160,34 @@ TEST_CASE("linear-in-timestep predictor extrapolates the cached vector", "[two_p
   CHECK(linear_cache.stats().skips == 5);
 }
 
+TEST_CASE("last-output predictor returns each branch's last computed output", "[two_phase][predictor]") {
+  // v = x + 3σ + 1 on branch 0 and v = 2y − σ on branch 1 (with its own input y):
+  // a skip returns v of the branch's last computed step, not x_t + Δ.
+  easycache::config cfg = small();
+  cfg.threshold = 10;
+  cfg.branches = 2;
+  cfg.predictor = easycache::skip_predictor::last_output;
+  easycache::controller<VectorXd> cache(cfg);
+  VectorXd last_cond, last_uncond;
+  std::size_t skips = 0;
+  for (std::size_t t = 0; t < 8; ++t) {
+    const double sigma = 1.0 - double(t) / 8;
+    const VectorXd x = test::constant(3, double(t) * 0.1), y = test::constant(5, 2.0 + double(t));
+    VectorXd a, b;
+    cache.step(x, a, {t, sigma, 0}, [&](const VectorXd& in) { return VectorXd((in.array() + 3 * sigma + 1).matrix()); });
+    cache.step(y, b, {t, sigma, 1}, [&](const VectorXd& in) { return VectorXd((2 * in.array() - sigma).matrix()); });
+    if (cache.trace().back().action == action::skip) {
+      ++skips;
+      CHECK(a.isApprox(last_cond, 1e-12));
+      CHECK(b.isApprox(last_uncond, 1e-12));
+    } else {
+      last_cond = a;
+      last_uncond = b;
+    }
+  }
+  CHECK(skips == 5);
+}
+
 TEST_CASE("the linear predictor needs timesteps", "[two_phase][predictor][errors]") {
   easycache::config cfg = small();
   cfg.predictor = easycache::skip_predictor::linear_in_timestep;

@@ -29,6 +29,12 @@ enum class skip_predictor {
   /// steps of the branch: Δ_a + (t − t_a)·(Δ_a − Δ_b)/(t_a − t_b). Needs
   /// step_info::timestep on every call, and one more buffer per branch.
   linear_in_timestep,
+  /// The output v of the branch's last computed step itself (x_a + Δ_a), as a
+  /// plain output cache does. For flow-matching models, whose velocity estimate
+  /// v = (x − x̂0)/σ holds still along a straight path, this drops the error
+  /// x_t − x_a that x_t + Δ_a adds. Each branch other than the first keeps its
+  /// last computed input too (one more buffer and one copy per computed step).
+  last_output,
 };
 
 /// The active caching window as fractions of the schedule (ComfyUI style).

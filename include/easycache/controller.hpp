@@ -296,6 +296,7 @@ class controller {
   struct branch_state {
     buffer_type delta{};
     buffer_type delta_prev{};  // skip_predictor::linear_in_timestep only
+    buffer_type x_saved{};     // skip_predictor::last_output, branches after the first: the last computed input
     std::size_t size = 0;
     std::size_t computes = 0;  // computed steps of this branch in the generation
     double timestep_last = 0;
@@ -310,6 +311,9 @@ class controller {
     if (cfg.predictor == skip_predictor::linear_in_timestep && !detail::has_extrapolation<Tensor>::value)
       throw error(detail::message("skip_predictor::linear_in_timestep needs tensor_traits::copy and "
                                   "apply_delta_extrapolated, which this tensor type's traits do not provide"));
+    if (cfg.predictor == skip_predictor::last_output && !detail::has_output_reuse<Tensor>::value)
+      throw error(detail::message("skip_predictor::last_output needs tensor_traits::save_input and "
+                                  "apply_saved_output, which this tensor type's traits do not provide"));
     return cfg;
   }
 
@@ -364,6 +368,7 @@ class controller {
   }
 
   bool predicts_linearly() const noexcept { return config_.predictor == skip_predictor::linear_in_timestep; }
+  bool reuses_output() const noexcept { return config_.predictor == skip_predictor::last_output; }
 
   // Everything a new generation needs; buffers are reused when the sizes match.
   void start_generation(const Tensor& x, std::size_t size) {
@@ -393,7 +398,7 @@ class controller {
     traits::allocate(x_last_, x);
     if (config_.input_change == input_change_reference::previous_step) traits::allocate(x_prev_, x);
     traits::prepare(workspace_, x);
-    allocate_branch(branches_[0], x, size);
+    allocate_branch(branches_[0], x, size, true);
     anchor_size_ = size;
     computes_ = 0;
     has_prev_ = false;
@@ -405,10 +410,13 @@ class controller {
     in_generation_ = true;
   }
 
-  void allocate_branch(branch_state& b, const Tensor& x, std::size_t size) {
+  void allocate_branch(branch_state& b, const Tensor& x, std::size_t size, bool anchor) {
     traits::allocate(b.delta, x);
     if constexpr (detail::has_extrapolation<Tensor>::value)
       if (predicts_linearly()) traits::allocate(b.delta_prev, x);
+    // The anchor's last computed input is x_last_ already.
+    if constexpr (detail::has_output_reuse<Tensor>::value)
+      if (reuses_output() && !anchor) traits::allocate(b.x_saved, x);
     b.size = size;
     b.allocated = true;
     b.computes = 0;
@@ -560,11 +568,13 @@ class controller {
     branch_state& branch = branches_[p.info_.branch];
     // A branch's buffers and size are fixed at its first finished evaluation, so
     // that a failed one (the denoiser threw, a wrong size) leaves nothing behind.
-    if (!branch.allocated) allocate_branch(branch, x, p.size_);
+    if (!branch.allocated) allocate_branch(branch, x, p.size_, false);
     if (p.compute()) {
       guarded([&] {
         keep_previous_delta(branch, x);
         traits::store_delta(x, out, branch.delta);
+        if constexpr (detail::has_output_reuse<Tensor>::value)
+          if (reuses_output()) traits::save_input(x, branch.x_saved);
       });
       computed(branch, p.info_);
     } else {
@@ -577,9 +587,17 @@ class controller {
     finish(record);
   }
 
-  // The cached prediction for a skipped step: x + Δ, or x + Δ extrapolated in the timestep.
+  // The cached prediction for a skipped step: x + Δ, x + Δ extrapolated in the
+  // timestep, or the last computed output itself.
   void skip_output(const branch_state& branch, const Tensor& x, Tensor& out, buffer_type* input_copy,
                    const step_info& info) {
+    if constexpr (detail::has_output_reuse<Tensor>::value) {
+      if (reuses_output()) {
+        const buffer_type& x_saved = &branch == &branches_[0] ? x_last_ : branch.x_saved;
+        traits::apply_saved_output(x, x_saved, branch.delta, out, input_copy);
+        return;
+      }
+    }
     if constexpr (detail::has_extrapolation<Tensor>::value) {
       if (predicts_linearly() && branch.computes >= 2 && branch.timestep_last != branch.timestep_prev) {
         const double weight = (info.timestep - branch.timestep_last) / (branch.timestep_last - branch.timestep_prev);

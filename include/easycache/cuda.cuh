@@ -416,6 +416,31 @@ struct tensor_traits<cuda_tensor> {
     detail::cuda::check_launch("easycache apply_delta_extrapolated kernel");
   }
 
+  /// to = x: one device-to-device copy on x's stream (skip_predictor::last_output).
+  static void save_input(const cuda_tensor& x, buffer_type& to) {
+    detail::cuda::device_scope scope(to.device);
+    detail::cuda::check_call(cudaMemcpyAsync(to.memory.get(), x.data, x.size * element_size(x.dtype),
+                                             cudaMemcpyDeviceToDevice, x.stream),
+                             "cudaMemcpyAsync");
+  }
+
+  /// out = x_saved + delta (the saved output), and *input_copy = x: one kernel
+  /// (apply_delta's, on the saved input) and a copy, on x's stream.
+  static void apply_saved_output(const cuda_tensor& x, const buffer_type& x_saved, const buffer_type& delta,
+                                 cuda_tensor& out, buffer_type* input_copy) {
+    if (input_copy) save_input(x, *input_copy);
+    detail::cuda::device_scope scope(delta.device);
+    detail::cuda::with_element_type(x.dtype, [&](auto* type) {
+      using S = std::remove_pointer_t<decltype(type)>;
+      detail::cuda::apply_kernel<S>
+          <<<detail::device::grid_blocks(x.size, detail::device::max_elementwise_blocks),
+             detail::device::block_threads, 0, x.stream>>>(
+              static_cast<const S*>(x_saved.memory.get()), static_cast<const S*>(delta.memory.get()),
+              static_cast<S*>(out.data), nullptr, x.size);
+    });
+    detail::cuda::check_launch("easycache apply_saved_output kernel");
+  }
+
   /// to = from: one device-to-device copy on the stream of the step's input x.
   static void copy(const cuda_tensor& x, const buffer_type& from, buffer_type& to) {
     detail::cuda::device_scope scope(from.device);

@@ -106,6 +106,16 @@ struct host_tensor_traits {
     detail::host::copy<Scalar>(from.data(), to.data(), from.size());
   }
 
+  static void save_input(const Tensor& x, buffer_type& to) {
+    detail::host::copy<Scalar>(self::data(x), to.data(), self::size(x));
+  }
+
+  static void apply_saved_output(const Tensor& x, const buffer_type& x_saved, const buffer_type& delta, Tensor& out,
+                                 buffer_type* input_copy) {
+    detail::host::add_buffers<Scalar>(x_saved.data(), delta.data(), self::data(x), self::data(out),
+                                      input_copy ? input_copy->data() : nullptr, self::size(x));
+  }
+
   static void store_delta(const Tensor& x, const Tensor& v, buffer_type& delta) {
     detail::host::subtract<Scalar>(self::data(v), self::data(x), delta.data(), self::size(x));
   }

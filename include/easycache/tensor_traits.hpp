@@ -55,6 +55,10 @@ inline constexpr std::size_t statistic_slot_count = 4;
 ///   static void apply_delta_extrapolated(const T& x, const buffer_type& delta,
 ///       const buffer_type& delta_prev, double weight, T& out, buffer_type* input_copy);
 ///       // out = x + delta + weight·(delta − delta_prev)
+///   // for skip_predictor::last_output:
+///   static void save_input(const T& x, buffer_type& to);   // to = x
+///   static void apply_saved_output(const T& x, const buffer_type& x_saved, const buffer_type& delta,
+///       T& out, buffer_type* input_copy);    // out = x_saved + delta (the saved output); *input_copy = x
 ///   static void check_compatible(const T&, const buffer_type& state);
 ///       // throw easycache::error when a tensor cannot be used with a buffer of the
 ///       // generation (its element type or device changed since step 0); called
@@ -126,6 +130,17 @@ struct has_extrapolation<
                    decltype(tensor_traits<T>::apply_delta_extrapolated(
                        std::declval<const T&>(), std::declval<const typename tensor_traits<T>::buffer_type&>(),
                        std::declval<const typename tensor_traits<T>::buffer_type&>(), 0.0, std::declval<T&>(),
+                       std::declval<typename tensor_traits<T>::buffer_type*>()))>> : std::true_type {};
+
+template <class T, class = void>
+struct has_output_reuse : std::false_type {};
+template <class T>
+struct has_output_reuse<
+    T, std::void_t<decltype(tensor_traits<T>::save_input(std::declval<const T&>(),
+                                                         std::declval<typename tensor_traits<T>::buffer_type&>())),
+                   decltype(tensor_traits<T>::apply_saved_output(
+                       std::declval<const T&>(), std::declval<const typename tensor_traits<T>::buffer_type&>(),
+                       std::declval<const typename tensor_traits<T>::buffer_type&>(), std::declval<T&>(),
                        std::declval<typename tensor_traits<T>::buffer_type*>()))>> : std::true_type {};
 
 template <class T, class = void>

@@ -233,6 +233,27 @@ struct tensor_traits<at::Tensor> {
     at::add_out(of, xf, of);
   }
 
+  /// to = x, on the current stream (skip_predictor::last_output).
+  static void save_input(const at::Tensor& x, buffer_type& to) {
+    detail::torch::compute_guard guard;
+    detail::torch::record_use(to);
+    to.values.copy_(detail::torch::flat(x));
+  }
+
+  /// out = x_saved + delta (the saved output), and *input_copy = x.
+  static void apply_saved_output(const at::Tensor& x, const buffer_type& x_saved, const buffer_type& delta,
+                                 at::Tensor& out, buffer_type* input_copy) {
+    detail::torch::compute_guard guard;
+    detail::torch::record_use(x_saved);
+    detail::torch::record_use(delta);
+    at::Tensor of = detail::torch::flat(out);
+    if (input_copy) {
+      detail::torch::record_use(*input_copy);
+      input_copy->values.copy_(detail::torch::flat(x));
+    }
+    at::add_out(of, x_saved.values, delta.values);
+  }
+
   /// to = from, on the current stream.
   static void copy(const at::Tensor&, const buffer_type& from, buffer_type& to) {
     detail::torch::compute_guard guard;

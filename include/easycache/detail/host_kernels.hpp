@@ -104,6 +104,15 @@ void add_extrapolated(const S* x, const S* delta, const S* delta_prev, double we
   }
 }
 
+/// out = a + b; and copy = x when copy is not null.
+template <class S>
+void add_buffers(const S* a, const S* b, const S* x, S* out, S* copy, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) {
+    if (copy) copy[i] = x[i];
+    out[i] = a[i] + b[i];
+  }
+}
+
 /// to = from.
 template <class S>
 void copy(const S* from, S* to, std::size_t n) {
