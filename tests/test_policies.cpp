@@ -179,6 +179,85 @@ TEST_CASE("compute budget spends its skips where the predicted error is small", 
 }
 
 namespace {
+// A flow-matching-like recording: Euler steps on Wan2.1's shifted schedule (the
+// steps grow towards the end), a smooth velocity: k stays about constant while the
+// input change grows, as the paper observes on real models.
+easycache::recorded_trajectory record_flow(std::size_t steps, std::size_t size = 64) {
+  easycache::recorded_trajectory recording(steps, 1, size);
+  std::vector<float> x(size), v(size);
+  for (std::size_t i = 0; i < size; ++i) x[i] = std::sin(0.37f * float(i));
+  auto sigma_at = [&](std::size_t t) {
+    const double s = 1.0 - double(t) / double(steps);
+    return 5 * s / (1 + 4 * s);
+  };
+  for (std::size_t t = 0; t < steps; ++t) {
+    const double sigma = sigma_at(t);
+    for (std::size_t i = 0; i < size; ++i)
+      v[i] = float(std::tanh(2 * x[i]) * (1 - sigma) + std::cos(0.3 * double(i) + 2 * sigma));
+    recording.record(t, 0, sigma, x.data(), v.data());
+    for (std::size_t i = 0; i < size; ++i) x[i] += float(sigma_at(t + 1) - sigma) * v[i];
+  }
+  return recording;
+}
+
+double total(const std::vector<double>& errors) {
+  double sum = 0;
+  for (double e : errors) sum += e;
+  return sum;
+}
+}  // namespace
+
+TEST_CASE("compute budget: calibrated on a previous generation it places computes as EasyCache's tau would",
+          "[policies][budget]") {
+  // Generations over the same recording through one controller: the first uses
+  // the online rule, the next ones the threshold calibrated on the previous one.
+  const auto recording = record_flow(50);
+  easycache::config cfg;
+  cfg.steps = 50;
+  cfg.warmup_steps = 5;
+  for (double tau : {0.1, 0.2, 0.4}) {
+    easycache::config with_tau = cfg;
+    with_tau.threshold = tau;
+    const auto reference = easycache::replay(recording, with_tau);
+    const std::size_t target = reference.stats.calls;
+    const auto fixed = easycache::replay(recording, cfg, easycache::step_mask_policy::evenly_spaced(50, 5, target));
+    easycache::controller<easycache::host_buffer<float>, easycache::budget_policy> cache(
+        cfg, easycache::budget_policy(easycache::budget::calls(target)));
+    std::vector<float> input(recording.size()), output(recording.size());
+    easycache::host_buffer<float> x{input.data(), input.size()}, out{output.data(), output.size()};
+    auto generation = [&] {
+      double error = 0;
+      for (std::size_t t = 0; t < 50; ++t) {
+        input.assign(recording.input(t, 0), recording.input(t, 0) + recording.size());
+        const float* v = recording.output(t, 0);
+        cache.step(x, out, {t, recording.timestep(t)},
+                   [&](const easycache::host_buffer<float>&, easycache::host_buffer<float>& o) {
+                     std::copy(v, v + o.size, o.data);
+                   });
+        for (std::size_t i = 0; i < recording.size(); ++i) error += std::abs(double(output[i]) - double(v[i]));
+      }
+      return error / double(recording.size());
+    };
+    INFO("tau " << tau << ", " << target << " calls");
+    CHECK(std::isnan(cache.policy().calibrated_threshold()));
+    const double first = generation();
+    CHECK(cache.stats().calls == target);
+    const double second = generation();
+    CHECK(cache.stats().calls == target);
+    CHECK(std::isfinite(cache.policy().calibrated_threshold()));
+    INFO("errors: EasyCache " << total(reference.output_error) << ", static " << total(fixed.output_error)
+                              << ", budget first " << first << ", calibrated " << second);
+    CHECK(second < first);
+    CHECK(second < total(fixed.output_error));
+    CHECK(second <= 1.05 * total(reference.output_error));
+    // A copy of the policy carries the calibration to another controller and budget.
+    easycache::budget_policy learned = cache.policy();
+    learned.retarget(easycache::budget::calls(target + 3));
+    CHECK(easycache::replay(recording, cfg, learned).stats.calls == target + 3);
+  }
+}
+
+namespace {
 // A user's own policy: skip at most `limit` steps in a row (MagCache-like),
 // else the reference rule.
 class capped_policy {

@@ -1,16 +1,20 @@
 // bench/quality: how close EasyCache stays to the uncached output of the trained
 // video DiT (models/, docs/model.md), against two baselines at the same number of
-// denoiser calls: fewer sampling steps, and a fixed-interval (static) cache.
+// denoiser calls: fewer sampling steps, and a fixed-interval (static) cache; and
+// what the features beyond the paper give on it: a compute budget in place of τ,
+// the linear and last-output skip predictors, and per-sample decisions in a batch.
 //
 //   quality [--model PATH] [--out DIR] [--seeds N] [--repeats N] [--steps N] [--guidance G]
 //
 // Every sample (class × seed) is generated uncached (50 steps, 2 calls a step, as
 // Wan2.1), then with EasyCache at several τ and the ComfyUI-style variant; for each
-// of those runs, the two baselines are run at exactly its number of calls, and a
-// diagnostic that computes the same steps as EasyCache but reuses the outputs v
-// themselves instead of x_t + (v − x). Writes DIR/quality.md (the table),
-// quality.csv (every run), quality_steps.csv (per-step input change, output change
-// and k of the uncached runs) and quality_patterns.csv (EasyCache's steps) for plot.py.
+// of those runs, the two baselines and the budget policy are run at exactly its
+// number of calls, and the two other predictors at exactly its computed steps
+// (its decisions replayed with step_mask_policy::from_trace). Then mixed batches
+// of 4 samples, decided batch-wide (the reference) or per sample. Writes
+// DIR/quality.md (the tables), quality.csv (every run), quality_steps.csv (per-step
+// input change, output change and k of the uncached runs), quality_patterns.csv
+// (EasyCache's steps) and quality_batch.csv for plot.py.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -25,8 +29,10 @@
 #include <string>
 #include <vector>
 
+#include <easycache/batch.hpp>
 #include <easycache/easycache.hpp>
 #include <easycache/eigen.hpp>
+#include <easycache/host_buffer.hpp>
 
 #include "../../examples/dit/dit.hpp"
 #include "../../examples/dit/metrics.hpp"
@@ -37,29 +43,6 @@
 #endif
 
 namespace {
-
-/// The static baseline: computes a fixed set of steps and skips the others,
-/// reusing the cached transformation vector exactly as EasyCache does; only the
-/// choice of steps differs (fixed in advance instead of from the statistics).
-class fixed_schedule_policy {
- public:
-  fixed_schedule_policy() = default;
-  explicit fixed_schedule_policy(std::vector<bool> computed) : computed_(std::move(computed)) {}
-
-  std::optional<easycache::verdict> plan(const easycache::step_context& ctx) const {
-    const bool compute = ctx.step >= computed_.size() || computed_[ctx.step];
-    return easycache::verdict{compute ? easycache::action::compute : easycache::action::skip,
-                              easycache::reason::policy};
-  }
-  easycache::verdict decide(const easycache::step_context&, const easycache::step_measurement&) const {
-    return easycache::verdict{easycache::action::compute, easycache::reason::policy};
-  }
-  void commit(const easycache::step_context&, const easycache::verdict&) noexcept {}
-  void reset() noexcept {}
-
- private:
-  std::vector<bool> computed_;
-};
 
 /// `computed_steps` steps of `steps`: the forced ones (as the matched EasyCache run
 /// had them), and the rest spread evenly over the steps in between.
@@ -81,26 +64,6 @@ std::vector<bool> even_schedule(const std::vector<bool>& forced, std::size_t com
     computed[free_steps[std::min(free_steps.size() - 1, static_cast<std::size_t>(at))]] = true;
   }
   return computed;
-}
-
-/// Diagnostic, not a method of the library: the sampler computing exactly the
-/// steps in `computed` and, on the others, reusing the last computed outputs v
-/// themselves instead of EasyCache's x_t + (v − x) of the last computed step.
-Eigen::VectorXf run_reusing_output(dit::model& model, const dit::sampler_settings& settings, std::size_t label,
-                                   std::uint64_t seed, const std::vector<bool>& computed, std::size_t& calls) {
-  const std::vector<double> sigmas = dit::shifted_sigmas(settings.steps, settings.shift);
-  Eigen::VectorXf x = dit::gaussian_noise(model.sizes().latent_size(), seed);
-  Eigen::VectorXf v_cond(x.size()), v_uncond(x.size());
-  calls = 0;
-  for (std::size_t i = 0; i < settings.steps; ++i) {
-    if (i == 0 || computed[i]) {
-      model.forward(x, static_cast<float>(sigmas[i]), label, v_cond);
-      model.forward(x, static_cast<float>(sigmas[i]), model.null_class(), v_uncond);
-      calls += 2;
-    }
-    x += static_cast<float>(sigmas[i + 1] - sigmas[i]) * (v_uncond + settings.guidance * (v_cond - v_uncond));
-  }
-  return x;
 }
 
 struct run_result {
@@ -205,9 +168,15 @@ int run(int argc, char** argv) {
     methods.push_back({s.name, s.name, {}, {}, 0, 0});
     methods.push_back({"fewer steps, same calls", s.name, {}, {}, 0, 0});
     methods.push_back({"static cache, same calls", s.name, {}, {}, 0, 0});
-    methods.push_back({"diagnostic: EasyCache's steps, reusing v", s.name, {}, {}, 0, 0});
+    methods.push_back({"budget policy, same calls", s.name, {}, {}, 0, 0});
+    methods.push_back({"budget policy calibrated on the previous sample, same calls", s.name, {}, {}, 0, 0});
+    methods.push_back({"linear predictor, same steps", s.name, {}, {}, 0, 0});
+    methods.push_back({"last-output predictor, same steps", s.name, {}, {}, 0, 0});
   }
-  const std::size_t rows_per_setting = 4;
+  const std::size_t rows_per_setting = 7;
+  // One budget policy per setting carried from sample to sample: from the second
+  // sample on it is calibrated on the previous one (a server's previous request).
+  std::vector<std::optional<easycache::budget_policy>> learned(cached_settings.size());
 
   std::filesystem::create_directories(out_dir);
   std::ofstream runs_csv(out_dir + "/quality.csv");
@@ -218,6 +187,11 @@ int run(int argc, char** argv) {
   std::ofstream patterns_csv(out_dir + "/quality_patterns.csv");
   patterns_csv << "method,digit,seed,calls,pattern\n";
 
+  struct reference_clip {
+    std::size_t digit, seed;
+    Eigen::VectorXf clip;
+  };
+  std::vector<reference_clip> references;
   const std::size_t samples = d.classes * seeds;
   std::printf("bench/quality: %zu samples (%zu digits x %zu seeds), %zu steps, shift %.0f, guidance %.1f, "
               "timing median of %zu\n",
@@ -260,6 +234,7 @@ int run(int argc, char** argv) {
                  << r.seconds << ',' << p << ',' << s << '\n';
       };
       record(methods[0], reference);
+      references.push_back({digit, seed, reference.clip});
 
       for (std::size_t c = 0; c < cached_settings.size(); ++c) {
         const easycache::config& cfg = cached_settings[c].cfg;
@@ -271,13 +246,12 @@ int run(int argc, char** argv) {
         });
         record(methods[1 + rows_per_setting * c], cached);
 
-        std::vector<bool> forced(steps, false), computed(steps, false);
+        std::vector<bool> forced(steps, false);
         std::string pattern;
         for (const easycache::step_record& r : cache.trace()) {
           if (r.branch != 0) continue;
           forced[r.step] = r.reason == easycache::reason::warmup || r.reason == easycache::reason::last_step ||
                            r.reason == easycache::reason::outside_window;
-          computed[r.step] = r.action == easycache::action::compute;
           pattern += r.action == easycache::action::skip ? '.' : 'C';
         }
         patterns_csv << '"' << cached_settings[c].name << "\"," << digit << ',' << seed << ',' << cached.calls << ','
@@ -293,19 +267,56 @@ int run(int argc, char** argv) {
                  return clip;
                }));
 
-        easycache::config static_cfg = cfg;
-        static_cfg.window.reset();
-        easycache::controller<Eigen::VectorXf, fixed_schedule_policy> fixed(
-            static_cfg, fixed_schedule_policy(even_schedule(forced, computed_steps)));
+        easycache::controller<Eigen::VectorXf, easycache::step_mask_policy> fixed(
+            cfg, easycache::step_mask_policy(even_schedule(forced, computed_steps)));
         record(methods[3 + rows_per_setting * c], timed(repeats, [&](std::size_t& calls) {
                  Eigen::VectorXf clip = sampler.run(digit, seed, fixed);
                  calls = sampler.calls();
                  return clip;
                }));
 
+        // The budget policy, told EasyCache's number of computed steps instead of τ.
+        easycache::controller<Eigen::VectorXf, easycache::budget_policy> budgeted(
+            cfg, easycache::budget_policy(easycache::budget::calls(computed_steps)));
         record(methods[4 + rows_per_setting * c], timed(repeats, [&](std::size_t& calls) {
-                 return run_reusing_output(model, settings, digit, seed, computed, calls);
+                 Eigen::VectorXf clip = sampler.run(digit, seed, budgeted);
+                 calls = sampler.calls();
+                 return clip;
                }));
+        std::string budget_pattern;
+        for (const easycache::step_record& r : budgeted.trace())
+          if (r.branch == 0) budget_pattern += r.action == easycache::action::skip ? '.' : 'C';
+        patterns_csv << "\"budget policy, " << cached_settings[c].name << "\"," << digit << ',' << seed << ','
+                     << cached.calls << ',' << budget_pattern << '\n';
+
+        easycache::budget_policy carried =
+            learned[c] ? *learned[c] : easycache::budget_policy(easycache::budget::calls(computed_steps));
+        carried.retarget(easycache::budget::calls(computed_steps));
+        std::optional<easycache::budget_policy> after;
+        record(methods[5 + rows_per_setting * c], timed(repeats, [&](std::size_t& calls) {
+                 // Each repeat starts from what the previous sample taught.
+                 easycache::controller<Eigen::VectorXf, easycache::budget_policy> calibrated(cfg, carried);
+                 Eigen::VectorXf clip = sampler.run(digit, seed, calibrated);
+                 calls = sampler.calls();
+                 after = calibrated.policy();
+                 return clip;
+               }));
+        learned[c] = after;
+
+        // EasyCache's own steps replayed, with another predictor for the skipped ones.
+        const easycache::step_mask_policy replayed = easycache::step_mask_policy::from_trace(cache.trace());
+        std::size_t row = 6;
+        for (easycache::skip_predictor predictor :
+             {easycache::skip_predictor::linear_in_timestep, easycache::skip_predictor::last_output}) {
+          easycache::config predicted = cfg;
+          predicted.predictor = predictor;
+          easycache::controller<Eigen::VectorXf, easycache::step_mask_policy> same_steps(predicted, replayed);
+          record(methods[row++ + rows_per_setting * c], timed(repeats, [&](std::size_t& calls) {
+                   Eigen::VectorXf clip = sampler.run(digit, seed, same_steps);
+                   calls = sampler.calls();
+                   return clip;
+                 }));
+        }
       }
       ++done;
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
@@ -313,6 +324,87 @@ int run(int argc, char** argv) {
                   elapsed, elapsed / static_cast<double>(done) * static_cast<double>(samples - done));
       std::fflush(stdout);
     }
+
+  // Mixed batches: 4 samples of different digits and seeds in one latent batch,
+  // decided batch-wide (one controller on the whole batch, as the reference does)
+  // or per sample (batch_controller: the model runs only on the samples that need it).
+  const std::size_t batch = 4, latent = d.latent_size();
+  struct batch_summary {
+    std::string name;
+    double tau;
+    bool per_sample;
+    std::vector<double> psnr;
+    std::size_t sample_calls = 0;
+  };
+  std::vector<batch_summary> batch_rows;
+  for (double tau : {0.05, 0.1})
+    for (bool per_sample : {false, true})
+      batch_rows.push_back({std::string(per_sample ? "per-sample decisions" : "batch-wide decisions (reference)") +
+                                ", τ=" + format(tau, "%g"),
+                            tau, per_sample, {}, 0});
+  std::ofstream batch_csv(out_dir + "/quality_batch.csv");
+  batch_csv << "method,batch,digit,seed,model_calls,psnr\n";
+  std::printf("\nmixed batches of %zu samples: batch-wide against per-sample decisions\n", batch);
+  for (std::size_t first = 0; first + batch <= references.size(); first += batch) {
+    const std::vector<double> sigmas_b = dit::shifted_sigmas(steps, settings.shift);
+    for (batch_summary& row : batch_rows) {
+      easycache::config cfg = easycache::config::wan21(steps);
+      cfg.threshold = row.tau;
+      cfg.warmup_steps = steps / 5;
+      Eigen::VectorXf x(static_cast<Eigen::Index>(batch * latent)), v_cond(x.size()), v_uncond(x.size());
+      for (std::size_t s = 0; s < batch; ++s)
+        x.segment(static_cast<Eigen::Index>(s * latent), static_cast<Eigen::Index>(latent)) =
+            dit::gaussian_noise(latent, references[first + s].seed);
+      std::vector<std::size_t> calls(batch, 0);
+      Eigen::VectorXf one(static_cast<Eigen::Index>(latent));
+      // Runs the model on sample s of `in` into sample s of `out`, for branch `branch`.
+      auto model_on = [&](std::size_t s, std::size_t branch, double sigma, const float* in, float* out) {
+        const auto n = static_cast<Eigen::Index>(latent);
+        Eigen::Map<const Eigen::VectorXf> input(in + s * latent, n);
+        Eigen::Map<Eigen::VectorXf> output(out + s * latent, n);
+        model.forward(input, static_cast<float>(sigma), branch == 0 ? references[first + s].digit : model.null_class(),
+                      one);
+        output = one;
+        ++calls[s];
+      };
+      easycache::controller<easycache::host_buffer<float>> whole(cfg);
+      easycache::batch_controller<easycache::host_buffer<float>> each(cfg, batch);
+      for (std::size_t i = 0; i < steps; ++i) {
+        for (std::size_t branch = 0; branch < 2; ++branch) {
+          Eigen::VectorXf& v = branch == 0 ? v_cond : v_uncond;
+          const easycache::step_info info{i, sigmas_b[i], branch};
+          if (!row.per_sample) {
+            easycache::host_buffer<float> xb{x.data(), static_cast<std::size_t>(x.size())},
+                vb{v.data(), static_cast<std::size_t>(v.size())};
+            whole.step(xb, vb, info, [&](const easycache::host_buffer<float>& in, easycache::host_buffer<float>& out) {
+              for (std::size_t s = 0; s < batch; ++s) model_on(s, branch, sigmas_b[i], in.data, out.data);
+            });
+          } else {
+            std::vector<easycache::host_buffer<float>> xs, vs;
+            for (std::size_t s = 0; s < batch; ++s) {
+              xs.push_back({x.data() + s * latent, latent});
+              vs.push_back({v.data() + s * latent, latent});
+            }
+            each.step(xs, vs, info, [&](const std::vector<bool>& mask) {
+              for (std::size_t s = 0; s < batch; ++s)
+                if (mask[s]) model_on(s, branch, sigmas_b[i], x.data(), v.data());
+            });
+          }
+        }
+        x += static_cast<float>(sigmas_b[i + 1] - sigmas_b[i]) * (v_uncond + settings.guidance * (v_cond - v_uncond));
+      }
+      for (std::size_t s = 0; s < batch; ++s) {
+        const Eigen::VectorXf clip = x.segment(static_cast<Eigen::Index>(s * latent), static_cast<Eigen::Index>(latent));
+        const double p = dit::psnr(clip, references[first + s].clip);
+        row.psnr.push_back(p);
+        row.sample_calls += calls[s];
+        batch_csv << '"' << row.name << "\"," << first / batch << ',' << references[first + s].digit << ','
+                  << references[first + s].seed << ',' << calls[s] << ',' << p << '\n';
+      }
+    }
+    std::printf("  batch %zu of %zu done\n", first / batch + 1, references.size() / batch);
+    std::fflush(stdout);
+  }
 
   // The table: calls and time are means / sums over the samples.
   const double uncached_seconds = methods[0].seconds;
@@ -342,7 +434,27 @@ int run(int argc, char** argv) {
                 uncached_seconds / m.seconds, padded(format(psnr_mean, "%.1f"), 10, true).c_str(),
                 padded(format(psnr_worst, "%.1f"), 11, true).c_str(), ssim_mean, ssim_worst);
   }
-  std::printf("\nwrote %s/quality.md, quality.csv, quality_steps.csv, quality_patterns.csv\n", out_dir.c_str());
+  table << "\nMixed batches of " << batch << " samples (" << references.size() / batch
+        << " batches; different digits and seeds in one latent batch), Wan2.1 settings. Batch-wide: one controller on "
+        << "the whole batch, its statistics over all samples (the reference). Per sample: batch_controller, the model "
+        << "run only on the samples whose own statistics ask for it. Model calls per sample (of " << 2 * steps
+        << "), PSNR against each sample's uncached clip.\n\n";
+  table << "| decisions | model calls per sample | PSNR mean (dB) | PSNR worst (dB) |\n|---|---:|---:|---:|\n";
+  std::printf("\n%s %22s %10s %11s\n", padded("decisions", 44).c_str(), "model calls per sample", "PSNR mean",
+              "PSNR worst");
+  for (const batch_summary& row : batch_rows) {
+    const double n = static_cast<double>(row.psnr.size());
+    double psnr_mean = 0;
+    for (double p : row.psnr) psnr_mean += p / n;
+    const double psnr_worst = *std::min_element(row.psnr.begin(), row.psnr.end());
+    const double calls_per_sample = static_cast<double>(row.sample_calls) / n;
+    table << "| " << row.name << " | " << format(calls_per_sample, "%.1f") << " | " << format(psnr_mean, "%.1f")
+          << " | " << format(psnr_worst, "%.1f") << " |\n";
+    std::printf("%s %22.1f %10s %11s\n", padded(row.name, 44).c_str(), calls_per_sample,
+                format(psnr_mean, "%.1f").c_str(), format(psnr_worst, "%.1f").c_str());
+  }
+  std::printf("\nwrote %s/quality.md, quality.csv, quality_steps.csv, quality_patterns.csv, quality_batch.csv\n",
+              out_dir.c_str());
   return 0;
 }
 

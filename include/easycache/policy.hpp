@@ -243,13 +243,19 @@ struct budget {
 
 /// EasyCache's error signal steered to a compute budget (beyond the paper).
 ///
-/// E accumulates ε = k·dx/‖v‖ as in the reference; a step is computed when E
-/// reaches an adaptive threshold, about (remaining free steps / remaining free
-/// calls) times a running mean of ε, so that computes fall where the accumulated
-/// predicted error is largest and their count matches the budget. Two hard
-/// rules make the count exact: when the remaining calls equal the remaining
+/// E accumulates ε = k·dx/‖v‖ as in the reference. Two hard rules make the
+/// number of computed steps exact: when the remaining calls equal the remaining
 /// steps every step is computed, and when none remain every step is skipped.
 /// Forced computes (warm-up, last step, window) count towards the budget.
+/// Between those rules a step is computed when E reaches a threshold:
+///  - calibrated: after a whole generation, the threshold τ that would have
+///    given exactly the budget on that generation's recorded ε (the same model
+///    and schedule give similar ε profiles), so computes fall where E grows
+///    fastest, as EasyCache's own τ would place them. A copy of the policy
+///    carries what it learned to another controller (see retarget());
+///  - in the first generation, with nothing recorded: (remaining free steps /
+///    remaining free calls − ½) times a running mean of ε, which spaces the
+///    computes about evenly in units of predicted error.
 class budget_policy {
  public:
   explicit budget_policy(budget target, double smoothing = 0.25) : target_(target), smoothing_(smoothing) {
@@ -257,8 +263,20 @@ class budget_policy {
       throw error(detail::message("budget_policy: smoothing must be in (0, 1] (got ", smoothing, ")"));
   }
 
+  /// Aims at another budget from the next configure() on (a controller built
+  /// with a copy of this policy, or reset(config)), keeping the recorded profile.
+  void retarget(budget target) noexcept { target_ = target; }
+
   void configure(const config& cfg) {
     forced_ = forced_steps(cfg);
+    if (cfg.steps != steps_) {
+      // A profile of another step count says nothing about this schedule.
+      profile_.assign(cfg.steps, std::numeric_limits<double>::quiet_NaN());
+      rates_.assign(cfg.steps, std::numeric_limits<double>::quiet_NaN());
+      last_profile_.assign(cfg.steps, std::numeric_limits<double>::quiet_NaN());
+      planned_free_from_.assign(cfg.steps + 1, 0);
+      has_last_profile_ = false;
+    }
     steps_ = cfg.steps;
     std::size_t forced = 0;
     for (std::size_t t = 0; t < cfg.steps; ++t) {
@@ -275,22 +293,48 @@ class budget_policy {
                                   "] for this configuration (", forced, " forced steps; two computed steps are "
                                   "needed before any skip)"));
     calls_ = calls;
-    reset();
+    computed_ = 0;
+    accumulated_error_ = 0.0;
+    calibrate();
   }
 
   std::optional<verdict> plan(const step_context& ctx) const {
     if (auto forced = forced_(ctx)) return forced;
-    const std::size_t remaining_steps = free_steps_from(ctx);
-    const std::size_t available = available_calls(ctx);
-    if (available == 0) return verdict{action::skip, reason::policy};
-    if (available >= remaining_steps || !ctx.has_history) return verdict{action::compute, reason::policy};
-    return std::nullopt;
+    if (!ctx.has_history) {
+      // Before two computed steps nothing can be skipped, but the budget must still hold.
+      const bool compute = available_calls(ctx) > 0;
+      return verdict{compute ? action::compute : action::skip, compute ? reason::no_history : reason::policy};
+    }
+    return std::nullopt;  // measured, even where the hard rules decide, so that the profile is whole
   }
 
   verdict decide(const step_context& ctx, const step_measurement& m) const {
+    // What the profile records: dx/‖v‖, which follows the trajectory whatever is
+    // computed, and k, whose typical value scales it (k itself spans the computed
+    // steps, so it depends on the decisions; the paper observes it is stable).
+    measured_relative_change_ = m.input_change / m.output_norm;
+    measured_rate_ = m.transformation_rate;
     verdict v;
     v.predicted_error = m.transformation_rate * (m.input_change / m.output_norm);
     v.accumulated_error = accumulated_error_ + v.predicted_error;
+    const std::size_t available = available_calls(ctx);
+    if (available == 0 || available >= free_steps_from(ctx)) {
+      v.action = available == 0 ? action::skip : action::compute;
+      v.reason = reason::policy;
+      return v;
+    }
+    if (std::isfinite(calibrated_threshold_)) {
+      // The calibrated τ, scaled by how far this generation is from the plan it
+      // gave on the recorded profile: with more calls left than planned (ε came
+      // out smaller), lower τ; with fewer, raise it. ε depends on the decisions
+      // (k spans the computed steps), so the plan is a guide, not a promise.
+      const double planned = static_cast<double>(planned_free_from_[ctx.step]);
+      const double threshold = calibrated_threshold_ * planned / static_cast<double>(available);
+      const bool compute = v.accumulated_error >= threshold;
+      v.action = compute ? action::compute : action::skip;
+      v.reason = compute ? reason::above_threshold : reason::below_threshold;
+      return v;
+    }
     const double mean = has_mean_ ? mean_error_ : v.predicted_error;
     // A segment of L steps (L − 1 skips, then a compute) accumulates about L·ε̄;
     // the target length is the remaining steps per remaining call. Comparing
@@ -303,8 +347,14 @@ class budget_policy {
     return v;
   }
 
-  void commit(const step_context&, const verdict& v) noexcept {
+  void commit(const step_context& ctx, const verdict& v) noexcept {
     if (v.action == action::compute) ++computed_;
+    if (ctx.step < profile_.size()) {
+      profile_[ctx.step] = measured_relative_change_;
+      rates_[ctx.step] = measured_rate_;
+    }
+    measured_relative_change_ = measured_rate_ = std::numeric_limits<double>::quiet_NaN();
+    ++committed_;
     if (std::isfinite(v.predicted_error)) {
       mean_error_ = has_mean_ ? (1 - smoothing_) * mean_error_ + smoothing_ * v.predicted_error : v.predicted_error;
       has_mean_ = true;
@@ -312,12 +362,34 @@ class budget_policy {
     accumulated_error_ = v.action == action::skip ? v.accumulated_error : 0.0;
   }
 
+  /// Starts a generation; a whole generation just finished becomes the profile
+  /// the threshold is calibrated on.
   void reset() noexcept {
+    if (committed_ == steps_ && steps_ > 0 && last_profile_.size() == profile_.size()) {
+      // The typical k: the mean of the measured ones.
+      double rate_sum = 0;
+      std::size_t rate_count = 0;
+      for (double k : rates_)
+        if (std::isfinite(k)) {
+          rate_sum += k;
+          ++rate_count;
+        }
+      const double typical_rate = rate_count ? rate_sum / static_cast<double>(rate_count) : 0.0;
+      for (std::size_t t = 0; t < profile_.size(); ++t) last_profile_[t] = typical_rate * profile_[t];
+      has_last_profile_ = rate_count > 0;
+      calibrate();
+    }
+    std::fill(profile_.begin(), profile_.end(), std::numeric_limits<double>::quiet_NaN());
+    std::fill(rates_.begin(), rates_.end(), std::numeric_limits<double>::quiet_NaN());
+    committed_ = 0;
     computed_ = 0;
     accumulated_error_ = 0.0;
     mean_error_ = 0.0;
     has_mean_ = false;
   }
+
+  /// The threshold calibrated on the last whole generation (NaN before one).
+  double calibrated_threshold() const noexcept { return calibrated_threshold_; }
 
   /// Computed steps per generation this policy aims at (after configure).
   std::size_t target_calls() const noexcept { return calls_; }
@@ -338,6 +410,54 @@ class budget_policy {
     const std::size_t used = computed_ + reserved;
     return calls_ > used ? calls_ - used : 0;
   }
+  // The smallest τ that, on the recorded profile, computes at most the budget
+  // (the recorded ε are taken as they came, whatever was computed then).
+  void calibrate() noexcept {
+    calibrated_threshold_ = std::numeric_limits<double>::quiet_NaN();
+    if (!has_last_profile_ || last_profile_.size() != steps_) return;
+    // Simulates the reference rule with `threshold` on the profile; with `plan`,
+    // also records the free (non-forced) computes planned from each step on.
+    auto computes_with = [&](double threshold, bool plan) {
+      std::size_t computes = 0;
+      double accumulated = 0;
+      for (std::size_t t = 0; t < steps_; ++t) {
+        step_context ctx;
+        ctx.step = t;
+        ctx.steps = steps_;
+        ctx.progress = static_cast<double>(t) / static_cast<double>(steps_);
+        const double epsilon = last_profile_[t];
+        bool free_compute = false;
+        if (forced_(ctx) || !std::isfinite(epsilon)) {
+          ++computes;
+          accumulated = 0;
+          free_compute = !forced_(ctx);
+        } else {
+          accumulated += epsilon;
+          if (accumulated >= threshold) {
+            ++computes;
+            accumulated = 0;
+            free_compute = true;
+          }
+        }
+        if (plan) planned_free_from_[t] = free_compute;
+      }
+      if (plan)
+        for (std::size_t t = steps_; t-- > 0;) planned_free_from_[t] += planned_free_from_[t + 1];
+      return computes;
+    };
+    double total = 0;
+    for (double e : last_profile_)
+      if (std::isfinite(e)) total += e;
+    double low = 0, high = 2 * total + 1;
+    if (computes_with(high, false) > calls_) return;  // not reachable by a threshold: keep the online rule
+    for (int i = 0; i < 64; ++i) {
+      const double middle = 0.5 * (low + high);
+      (computes_with(middle, false) <= calls_ ? high : low) = middle;
+    }
+    computes_with(high, true);
+    calibrated_threshold_ = high;
+  }
+
   step_context context_at(std::size_t t, const step_context& now) const {
     step_context c = now;
     c.step = t;
@@ -354,6 +474,15 @@ class budget_policy {
   double accumulated_error_ = 0.0;
   double mean_error_ = 0.0;
   bool has_mean_ = false;
+  mutable double measured_relative_change_ = std::numeric_limits<double>::quiet_NaN();  // set by decide()
+  mutable double measured_rate_ = std::numeric_limits<double>::quiet_NaN();
+  std::vector<double> profile_;       // dx/‖v‖ of each step of this generation (NaN: not measured)
+  std::vector<double> rates_;         // k of each step of this generation
+  std::vector<double> last_profile_;  // predicted ε (typical k · dx/‖v‖) of the last whole generation
+  bool has_last_profile_ = false;
+  std::vector<std::size_t> planned_free_from_;  // free computes the calibration plans from each step on
+  std::size_t committed_ = 0;  // steps committed in this generation
+  double calibrated_threshold_ = std::numeric_limits<double>::quiet_NaN();
 };
 
 /// Any policy behind one type, chosen at run time:
