@@ -325,10 +325,13 @@ int run(int argc, char** argv) {
       std::fflush(stdout);
     }
 
-  // Mixed batches: 4 samples of different digits and seeds in one latent batch,
-  // decided batch-wide (one controller on the whole batch, as the reference does)
-  // or per sample (batch_controller: the model runs only on the samples that need it).
+  // Mixed batches: 4 requests in one latent batch, with different digits, seeds
+  // and guidance scales (as a server batches unrelated requests), decided
+  // batch-wide (one controller on the whole batch, its statistics over all
+  // samples, as the reference does) or per sample (batch_controller: the model
+  // runs only on the samples whose own statistics ask for it).
   const std::size_t batch = 4, latent = d.latent_size();
+  const float batch_guidance[batch] = {1.5f, 3.0f, 5.0f, 8.0f};
   struct batch_summary {
     std::string name;
     double tau;
@@ -343,21 +346,23 @@ int run(int argc, char** argv) {
                                 ", τ=" + format(tau, "%g"),
                             tau, per_sample, {}, 0});
   std::ofstream batch_csv(out_dir + "/quality_batch.csv");
-  batch_csv << "method,batch,digit,seed,model_calls,psnr\n";
+  batch_csv << "method,batch,digit,seed,guidance,model_calls,psnr\n";
   std::printf("\nmixed batches of %zu samples: batch-wide against per-sample decisions\n", batch);
+  const std::vector<double> sigmas_b = dit::shifted_sigmas(steps, settings.shift);
+  enum class batch_mode { uncached, batch_wide, per_sample };
   for (std::size_t first = 0; first + batch <= references.size(); first += batch) {
-    const std::vector<double> sigmas_b = dit::shifted_sigmas(steps, settings.shift);
-    for (batch_summary& row : batch_rows) {
+    // One batched generation; returns the clips, counts the model calls per sample.
+    auto generate = [&](batch_mode mode, double tau, std::vector<std::size_t>& calls) {
       easycache::config cfg = easycache::config::wan21(steps);
-      cfg.threshold = row.tau;
+      cfg.threshold = tau;
       cfg.warmup_steps = steps / 5;
       Eigen::VectorXf x(static_cast<Eigen::Index>(batch * latent)), v_cond(x.size()), v_uncond(x.size());
       for (std::size_t s = 0; s < batch; ++s)
         x.segment(static_cast<Eigen::Index>(s * latent), static_cast<Eigen::Index>(latent)) =
             dit::gaussian_noise(latent, references[first + s].seed);
-      std::vector<std::size_t> calls(batch, 0);
+      calls.assign(batch, 0);
       Eigen::VectorXf one(static_cast<Eigen::Index>(latent));
-      // Runs the model on sample s of `in` into sample s of `out`, for branch `branch`.
+      // The model on sample s of `in` into sample s of `out`, for branch `branch`.
       auto model_on = [&](std::size_t s, std::size_t branch, double sigma, const float* in, float* out) {
         const auto n = static_cast<Eigen::Index>(latent);
         Eigen::Map<const Eigen::VectorXf> input(in + s * latent, n);
@@ -373,7 +378,9 @@ int run(int argc, char** argv) {
         for (std::size_t branch = 0; branch < 2; ++branch) {
           Eigen::VectorXf& v = branch == 0 ? v_cond : v_uncond;
           const easycache::step_info info{i, sigmas_b[i], branch};
-          if (!row.per_sample) {
+          if (mode == batch_mode::uncached) {
+            for (std::size_t s = 0; s < batch; ++s) model_on(s, branch, sigmas_b[i], x.data(), v.data());
+          } else if (mode == batch_mode::batch_wide) {
             easycache::host_buffer<float> xb{x.data(), static_cast<std::size_t>(x.size())},
                 vb{v.data(), static_cast<std::size_t>(v.size())};
             whole.step(xb, vb, info, [&](const easycache::host_buffer<float>& in, easycache::host_buffer<float>& out) {
@@ -391,15 +398,26 @@ int run(int argc, char** argv) {
             });
           }
         }
-        x += static_cast<float>(sigmas_b[i + 1] - sigmas_b[i]) * (v_uncond + settings.guidance * (v_cond - v_uncond));
+        const float dt = static_cast<float>(sigmas_b[i + 1] - sigmas_b[i]);
+        for (std::size_t s = 0; s < batch; ++s) {
+          const auto at = static_cast<Eigen::Index>(s * latent), n = static_cast<Eigen::Index>(latent);
+          x.segment(at, n) += dt * (v_uncond.segment(at, n) +
+                                    batch_guidance[s] * (v_cond.segment(at, n) - v_uncond.segment(at, n)));
+        }
       }
+      return x;
+    };
+    std::vector<std::size_t> calls;
+    const Eigen::VectorXf uncached = generate(batch_mode::uncached, 0.0, calls);
+    for (batch_summary& row : batch_rows) {
+      const Eigen::VectorXf x = generate(row.per_sample ? batch_mode::per_sample : batch_mode::batch_wide, row.tau, calls);
       for (std::size_t s = 0; s < batch; ++s) {
-        const Eigen::VectorXf clip = x.segment(static_cast<Eigen::Index>(s * latent), static_cast<Eigen::Index>(latent));
-        const double p = dit::psnr(clip, references[first + s].clip);
+        const auto at = static_cast<Eigen::Index>(s * latent), n = static_cast<Eigen::Index>(latent);
+        const double p = dit::psnr(x.segment(at, n), uncached.segment(at, n));
         row.psnr.push_back(p);
         row.sample_calls += calls[s];
         batch_csv << '"' << row.name << "\"," << first / batch << ',' << references[first + s].digit << ','
-                  << references[first + s].seed << ',' << calls[s] << ',' << p << '\n';
+                  << references[first + s].seed << ',' << batch_guidance[s] << ',' << calls[s] << ',' << p << '\n';
       }
     }
     std::printf("  batch %zu of %zu done\n", first / batch + 1, references.size() / batch);
@@ -434,11 +452,12 @@ int run(int argc, char** argv) {
                 uncached_seconds / m.seconds, padded(format(psnr_mean, "%.1f"), 10, true).c_str(),
                 padded(format(psnr_worst, "%.1f"), 11, true).c_str(), ssim_mean, ssim_worst);
   }
-  table << "\nMixed batches of " << batch << " samples (" << references.size() / batch
-        << " batches; different digits and seeds in one latent batch), Wan2.1 settings. Batch-wide: one controller on "
+  table << "\nMixed batches of " << batch << " requests (" << references.size() / batch
+        << " batches; different digits, seeds and guidance scales 1.5, 3, 5, 8 in one latent batch), Wan2.1 settings "
+        << "otherwise. Batch-wide: one controller on "
         << "the whole batch, its statistics over all samples (the reference). Per sample: batch_controller, the model "
         << "run only on the samples whose own statistics ask for it. Model calls per sample (of " << 2 * steps
-        << "), PSNR against each sample's uncached clip.\n\n";
+        << "), PSNR against each sample's uncached clip (same guidance).\n\n";
   table << "| decisions | model calls per sample | PSNR mean (dB) | PSNR worst (dB) |\n|---|---:|---:|---:|\n";
   std::printf("\n%s %22s %10s %11s\n", padded("decisions", 44).c_str(), "model calls per sample", "PSNR mean",
               "PSNR worst");
