@@ -4,7 +4,10 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdint>
+#include <limits>
 #include <sstream>
+#include <string>
 #include <vector>
 
 #include <easycache/replay.hpp>
@@ -323,6 +326,20 @@ TEST_CASE("recordings: bad files and bad use", "[policies][replay][errors]") {
   record(10).save(truncated);
   std::stringstream cut(truncated.str().substr(0, 100));
   CHECK_THROWS_WITH(easycache::recorded_trajectory::load(cut), Contains("ends early"));
+}
+
+TEST_CASE("recordings: a header that claims more than the file holds, dimensions that overflow", "[policies][replay][errors]") {
+  // A 32-byte header claiming 2^20 steps x 64 branches x 2^32 elements (2^60
+  // bytes) and 100 bytes of data: refused as a short file, having allocated
+  // about what was read (not an out-of-memory for what the header claims).
+  std::string header = "ECTRAJ01";
+  const std::uint64_t dimensions[3] = {std::uint64_t{1} << 20, 64, std::uint64_t{1} << 32};
+  header.append(reinterpret_cast<const char*>(dimensions), sizeof dimensions);
+  std::stringstream file(header + std::string(100, '\0'));
+  CHECK_THROWS_WITH(easycache::recorded_trajectory::load(file), Contains("file ends early"));
+  // 2 x 2^32 x 2^32 elements wraps around to 0: refused, not a recording with no room.
+  CHECK_THROWS_WITH(easycache::recorded_trajectory(2, std::size_t{1} << 32, std::size_t{1} << 32),
+                    Contains("2 steps x 4294967296 branches x 4294967296 elements is too many"));
 }
 
 TEST_CASE("any_policy: chosen at run time, same decisions as the policy itself", "[policies]") {

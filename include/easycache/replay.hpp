@@ -5,6 +5,7 @@
 // saved once, so that policies can be unit-tested and compared without the model.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -27,8 +28,11 @@ namespace easycache {
 class recorded_trajectory {
  public:
   recorded_trajectory() = default;
+  /// Room for `steps` × `branches` evaluations of `size` elements. Throws
+  /// easycache::error when that many elements cannot be counted (the product
+  /// overflows), before anything is allocated.
   recorded_trajectory(std::size_t steps, std::size_t branches, std::size_t size)
-      : steps_(steps), branches_(branches), size_(size), timesteps_(steps, 0.0),
+      : steps_(checked_steps(steps, branches, size)), branches_(branches), size_(size), timesteps_(steps, 0.0),
         inputs_(steps * branches * size), outputs_(steps * branches * size), filled_(steps * branches, false) {}
 
   /// Stores one evaluation of the uncached run.
@@ -71,6 +75,9 @@ class recorded_trajectory {
     if (!out) throw error(detail::message("recorded_trajectory::save: write failed"));
   }
 
+  /// Reads what save() wrote. Throws easycache::error for another format, an
+  /// implausible header or a file that ends early; memory grows with the data
+  /// actually read, never with what a (corrupted) header claims.
   static recorded_trajectory load(std::istream& in) {
     char head[8] = {};
     std::uint64_t header[3] = {};
@@ -81,19 +88,49 @@ class recorded_trajectory {
     if (header[0] == 0 || header[1] == 0 || header[0] > (1u << 20) || header[1] > 64 || header[2] > (1ull << 32))
       throw error(detail::message("recorded_trajectory::load: implausible header (", header[0], " steps, ",
                                   header[1], " branches, ", header[2], " elements)"));
-    recorded_trajectory t(static_cast<std::size_t>(header[0]), static_cast<std::size_t>(header[1]),
-                          static_cast<std::size_t>(header[2]));
-    in.read(reinterpret_cast<char*>(t.timesteps_.data()), static_cast<std::streamsize>(t.steps_ * sizeof(double)));
-    const auto bytes = static_cast<std::streamsize>(t.inputs_.size() * sizeof(float));
-    in.read(reinterpret_cast<char*>(t.inputs_.data()), bytes);
-    in.read(reinterpret_cast<char*>(t.outputs_.data()), bytes);
-    if (!in) throw error(detail::message("recorded_trajectory::load: file ends early"));
-    t.filled_.assign(t.filled_.size(), true);
+    recorded_trajectory t;
+    t.steps_ = static_cast<std::size_t>(header[0]);
+    t.branches_ = static_cast<std::size_t>(header[1]);
+    t.size_ = static_cast<std::size_t>(header[2]);
+    const std::size_t count = elements(t.steps_, t.branches_, t.size_);
+    if (!read_values(in, t.timesteps_, t.steps_) || !read_values(in, t.inputs_, count) ||
+        !read_values(in, t.outputs_, count))
+      throw error(detail::message("recorded_trajectory::load: file ends early (the header says ", t.steps_,
+                                  " steps, ", t.branches_, " branches, ", t.size_, " elements)"));
+    t.filled_.assign(t.steps_ * t.branches_, true);
     return t;
   }
 
  private:
   static constexpr const char magic[9] = "ECTRAJ01";
+
+  // steps × branches × size, refused when it overflows or exceeds what a vector can hold.
+  static std::size_t elements(std::size_t steps, std::size_t branches, std::size_t size) {
+    const std::size_t most = std::vector<float>().max_size();
+    if ((branches != 0 && steps > most / branches) || (size != 0 && steps * branches > most / size))
+      throw error(detail::message("recorded_trajectory: ", steps, " steps x ", branches, " branches x ", size,
+                                  " elements is too many to hold"));
+    return steps * branches * size;
+  }
+  static std::size_t checked_steps(std::size_t steps, std::size_t branches, std::size_t size) {
+    elements(steps, branches, size);
+    return steps;
+  }
+
+  // Reads `count` values in chunks of 1 MiB: a header that claims more than the
+  // stream holds fails at the stream's end, having allocated about what was read.
+  template <class T>
+  static bool read_values(std::istream& in, std::vector<T>& values, std::size_t count) {
+    constexpr std::size_t chunk = (std::size_t{1} << 20) / sizeof(T);
+    values.clear();
+    while (values.size() < count) {
+      const std::size_t at = values.size(), n = std::min(chunk, count - at);
+      values.resize(at + n);
+      in.read(reinterpret_cast<char*>(values.data() + at), static_cast<std::streamsize>(n * sizeof(T)));
+      if (!in) return false;
+    }
+    return true;
+  }
   std::size_t offset(std::size_t step, std::size_t branch) const {
     if (step >= steps_ || branch >= branches_)
       throw error(detail::message("recorded_trajectory: step ", step, ", branch ", branch, " outside the recording"));
