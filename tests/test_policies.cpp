@@ -342,6 +342,21 @@ TEST_CASE("recordings: a header that claims more than the file holds, dimensions
                     Contains("2 steps x 4294967296 branches x 4294967296 elements is too many"));
 }
 
+TEST_CASE("recordings of 0-element tensors replay", "[policies][replay]") {
+  // No element to take the address of (UndefinedBehaviorSanitizer reported
+  // &inputs_[0] on the empty vector): every step is computed (0/0 statistics).
+  easycache::recorded_trajectory empty(3, 2, 0);
+  for (std::size_t t = 0; t < 3; ++t)
+    for (std::size_t b = 0; b < 2; ++b) empty.record(t, b, 1.0 - double(t) / 3, nullptr, nullptr);
+  easycache::config cfg = small(3);
+  cfg.branches = 2;
+  cfg.warmup_steps = 0;
+  const auto result = easycache::replay(empty, cfg);
+  CHECK(result.stats.calls == 6);
+  CHECK(result.output_error == std::vector<double>(6, 0.0));
+  CHECK(empty.input(2, 1) == empty.input(0, 0));
+}
+
 TEST_CASE("any_policy: chosen at run time, same decisions as the policy itself", "[policies]") {
   using any = easycache::any_policy;
   CHECK(run_affine(small(), any()) == run_affine(small(), easycache::easycache_policy(small())));

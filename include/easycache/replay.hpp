@@ -53,8 +53,9 @@ class recorded_trajectory {
   std::size_t branches() const noexcept { return branches_; }
   std::size_t size() const noexcept { return size_; }
   double timestep(std::size_t step) const { return timesteps_.at(step); }
-  const float* input(std::size_t step, std::size_t branch) const { return &inputs_[offset(step, branch)]; }
-  const float* output(std::size_t step, std::size_t branch) const { return &outputs_[offset(step, branch)]; }
+  // data() + offset: a recording of 0-element tensors has no element to take the address of.
+  const float* input(std::size_t step, std::size_t branch) const { return inputs_.data() + offset(step, branch); }
+  const float* output(std::size_t step, std::size_t branch) const { return outputs_.data() + offset(step, branch); }
   /// Every evaluation was recorded.
   bool complete() const noexcept {
     for (bool f : filled_)
