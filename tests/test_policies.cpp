@@ -357,6 +357,17 @@ TEST_CASE("recordings of 0-element tensors replay", "[policies][replay]") {
   CHECK(empty.input(2, 1) == empty.input(0, 0));
 }
 
+TEST_CASE("replay: computed evaluations have no error, even where the recording is not finite", "[policies][replay]") {
+  // The documented 0 on computed evaluations; |NaN - NaN| and |inf - inf| would give NaN.
+  easycache::recorded_trajectory recording(4, 1, 2);
+  const float x[2] = {0.5f, 1.0f};
+  const float v[2] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()};
+  for (std::size_t t = 0; t < 4; ++t) recording.record(t, 0, 1.0 - double(t) / 4, x, v);
+  const auto result = easycache::replay(recording, small(4));
+  CHECK(result.stats.calls == 4);
+  CHECK(result.output_error == std::vector<double>(4, 0.0));
+}
+
 TEST_CASE("any_policy: chosen at run time, same decisions as the policy itself", "[policies]") {
   using any = easycache::any_policy;
   CHECK(run_affine(small(), any()) == run_affine(small(), easycache::easycache_policy(small())));
