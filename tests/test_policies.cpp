@@ -115,6 +115,11 @@ TEST_CASE("step mask policy and evenly spaced static caches", "[policies]") {
     CHECK(spaced.mask()[19]);
   }
   CHECK_THROWS_WITH(easycache::step_mask_policy::evenly_spaced(20, 5, 4), Contains("4 calls cannot cover 20 steps"));
+  // A warm-up of SIZE_MAX steps covers every step (warmup_steps + 1 used to wrap
+  // to 0, and the spreading loop then ran for 2^64 iterations).
+  const std::size_t all = std::numeric_limits<std::size_t>::max();
+  CHECK_THROWS_WITH(easycache::step_mask_policy::evenly_spaced(20, all, 3), Contains("3 calls cannot cover 20 steps"));
+  CHECK(easycache::step_mask_policy::evenly_spaced(20, all, 20).mask() == std::vector<bool>(20, true));
 }
 
 TEST_CASE("recorded decisions replay to the same outputs bit for bit", "[policies][replay]") {

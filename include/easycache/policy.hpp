@@ -189,7 +189,8 @@ class step_mask_policy {
   /// `calls` computed steps out of `steps`: the first `warmup_steps` and the
   /// last one, the rest spread evenly over the steps in between.
   static step_mask_policy evenly_spaced(std::size_t steps, std::size_t warmup_steps, std::size_t calls) {
-    if (steps == 0 || calls > steps || calls < std::min<std::size_t>(steps, warmup_steps + 1))
+    // min(steps − 1, R) + 1 is min(steps, R + 1) without R + 1, which wraps for R = SIZE_MAX.
+    if (steps == 0 || calls > steps || calls < std::min(steps - 1, warmup_steps) + 1)
       throw error(detail::message("step_mask_policy::evenly_spaced: ", calls, " calls cannot cover ", steps,
                                   " steps with ", warmup_steps, " warm-up steps and the last step"));
     std::vector<bool> compute(steps, false);
