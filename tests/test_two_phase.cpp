@@ -60,6 +60,39 @@ TEST_CASE("an abandoned pending step takes no effect and may be begun again", "[
   CHECK(test::pattern(cache.trace()) == "CCSSSSCC");
 }
 
+TEST_CASE("finish_step refuses pendings made stale by reset, the next step or another controller", "[two_phase][errors]") {
+  easycache::config cfg = small();
+  cfg.branches = 2;
+  easycache::controller<VectorXd> cache(cfg), other(cfg);
+  const VectorXd x0 = test::constant(4, 0.0), x1 = test::constant(4, 1.0), x2 = test::constant(4, 2.0);
+  VectorXd out = affine(x0);
+  // Both controllers' first pendings carry the same number: the other's is still refused.
+  auto mine = cache.begin_step(x0, {0});
+  auto theirs = other.begin_step(x0, {0});
+  CHECK_THROWS_WITH(cache.finish_step(theirs, x0, out), Contains("not the latest begin_step"));
+  cache.finish_step(mine, x0, out);
+  // Branch 1 begun at step 0, then branch 0 finishes step 1: that step 0 is over.
+  auto late = cache.begin_step(x0, {0, 0.0, 1});
+  cache.step(x1, out, {1}, affine);
+  VectorXd late_out = affine(x0);
+  CHECK_THROWS_WITH(cache.finish_step(late, x0, late_out), Contains("not the latest begin_step"));
+  CHECK(cache.stats().evaluations == 2);
+  cache.step(x1, out, {1, 0.0, 1}, affine);  // branch 1 of step 1 is still possible
+  // Begun before reset(): the generation it belongs to is gone, its statistics stay as they were.
+  auto dropped = cache.begin_step(x2, {2});
+  cache.reset();
+  VectorXd dropped_out = affine(x2);
+  CHECK_THROWS_WITH(cache.finish_step(dropped, x2, dropped_out), Contains("not the latest begin_step"));
+  CHECK(cache.stats().evaluations == 3);
+  // Begun before reset(config) with fewer branches: an easycache::error, not std::out_of_range.
+  cache.step(x0, out, {0}, affine);
+  auto branch1 = cache.begin_step(x0, {0, 0.0, 1});
+  cache.reset(small());
+  cache.step(x0, out, {0}, affine);
+  CHECK_THROWS_WITH(cache.finish_step(branch1, x0, late_out), Contains("not the latest begin_step"));
+  CHECK(cache.stats().evaluations == 1);
+}
+
 TEST_CASE("finish_step refuses another input size or a wrong output", "[two_phase][errors]") {
   easycache::controller<VectorXd> cache(small());
   const VectorXd x = test::constant(4, 0.0);

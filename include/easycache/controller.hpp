@@ -96,6 +96,7 @@ class controller {
     step_record record_{};
     std::size_t size_ = 0;
     std::uint64_t serial_ = 0;
+    const controller* owner_ = nullptr;
   };
 
   /// Takes a configuration (validated: throws easycache::error, and no object
@@ -200,6 +201,7 @@ class controller {
       begin_branch(x, p);
     }
     p.serial_ = ++serial_;
+    p.owner_ = this;
     (info.extra_evaluation ? extra_serial_ : branches_[info.branch].open_serial) = p.serial_;
     return p;
   }
@@ -207,14 +209,22 @@ class controller {
   /// Second half of a step: on a skip writes the cached prediction for `x` into
   /// `out`; on a compute takes `out` (the model's output for `x`) into the cache.
   /// `p` must be the latest pending step of its branch and `x` the same input.
-  /// Throws easycache::error for a stale `p`, an `x` of another size, or an
-  /// output of the wrong size; the controller is then unchanged.
+  /// Throws easycache::error for a stale `p` (finished or begun again already;
+  /// begun before reset(), reset(config) or a new generation; another branch's
+  /// of a step that has ended since branch 0 finished the next one; begun by
+  /// another controller, or by this one before it was moved), an `x` of
+  /// another size, or an output of the wrong size; the controller is then unchanged.
   void finish_step(const pending& p, const Tensor& x, Tensor& out) {
     const step_info& info = p.info_;
-    std::uint64_t& open = info.extra_evaluation ? extra_serial_ : branches_.at(info.branch).open_serial;
-    if (p.serial_ == 0 || open != p.serial_)
+    const bool current = p.owner_ == this && p.serial_ != 0 && in_generation_ &&
+                         (info.extra_evaluation || info.branch < branches_.size()) &&
+                         (info.extra_evaluation ? extra_serial_ : branches_[info.branch].open_serial) == p.serial_;
+    if (!current)
       throw error(detail::message("finish_step for step ", info.index, ", branch ", info.branch,
-                                  " that is not the latest begin_step of that branch"));
+                                  " that is not the latest begin_step of that branch (finished or begun again "
+                                  "already, or stale after reset(), a new generation, the next step, or from another "
+                                  "controller)"));
+    std::uint64_t& open = info.extra_evaluation ? extra_serial_ : branches_[info.branch].open_serial;
     check_distinct(x, out, info);
     check_output_before_writing(out);
     if (traits::size(x) != p.size_)
@@ -553,7 +563,11 @@ class controller {
       computed(anchor, p.info_);
     }
     policy_.commit(p.context_, chosen);
-    for (branch_state& b : branches_) b.done = false;
+    // The step has ended for every branch: their pending evaluations of it are stale.
+    for (branch_state& b : branches_) {
+      b.done = false;
+      b.open_serial = 0;
+    }
     anchor.done = true;
     decision_ = chosen;
     ++stats_.reasons[static_cast<std::size_t>(chosen.reason)];
