@@ -165,6 +165,24 @@ TEST_CASE("compute budget: the calls land on the target", "[policies][budget]") 
   CHECK_THROWS_WITH(easycache::budget::speedup(0.5), Contains("got 0.5"));
 }
 
+TEST_CASE("compute budget: step 0 counts when it is not forced", "[policies][budget]") {
+  // A window ending at 0.16 of 13 steps forces steps 3..12 (10 steps); step 0
+  // is inside it but computed anyway (nothing is cached yet). A budget of 10
+  // used to be accepted and then spent 11 calls.
+  const auto recording = record(13);
+  easycache::config cfg;
+  cfg.steps = 13;
+  cfg.warmup_steps = 0;
+  cfg.window = easycache::schedule_window{0.0, 0.16};
+  CHECK_THROWS_WITH(easycache::replay(recording, cfg, easycache::budget_policy(easycache::budget::calls(10))),
+                    Contains("budget of 10 computed steps is outside [11, 13]"));
+  for (std::size_t target : {11u, 12u, 13u}) {
+    const auto result = easycache::replay(recording, cfg, easycache::budget_policy(easycache::budget::calls(target)));
+    INFO("target " << target << " pattern " << test::pattern(result.trace));
+    CHECK(result.stats.calls == target);
+  }
+}
+
 TEST_CASE("compute budget spends its skips where the predicted error is small", "[policies][budget]") {
   // Against a static cache with the same calls on a recording whose predicted
   // error varies along the schedule, the budget policy's total skip error must be

@@ -287,12 +287,18 @@ class budget_policy {
       ctx.progress = static_cast<double>(t) / static_cast<double>(cfg.steps);
       forced += forced_(ctx).has_value();
     }
+    // Nothing is cached before the first computed step, so step 0 is computed
+    // even where it is not forced, and counts towards the budget too.
+    step_context first;
+    first.steps = cfg.steps;
+    const bool first_free = !forced_(first).has_value();
     const std::size_t calls = target_.calls_for(cfg.steps);
-    const std::size_t minimum = std::max<std::size_t>(forced, std::min<std::size_t>(2, cfg.steps));
+    const std::size_t minimum = std::max<std::size_t>(forced + first_free, std::min<std::size_t>(2, cfg.steps));
     if (calls < minimum || calls > cfg.steps)
       throw error(detail::message("budget of ", calls, " computed steps is outside [", minimum, ", ", cfg.steps,
-                                  "] for this configuration (", forced, " forced steps; two computed steps are "
-                                  "needed before any skip)"));
+                                  "] for this configuration (", forced, " forced steps",
+                                  first_free ? ", and step 0 to have something cached" : "",
+                                  "; two computed steps are needed before any skip)"));
     calls_ = calls;
     computed_ = 0;
     accumulated_error_ = 0.0;
