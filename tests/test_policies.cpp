@@ -183,6 +183,25 @@ TEST_CASE("compute budget: step 0 counts when it is not forced", "[policies][bud
   }
 }
 
+TEST_CASE("compute budget: a refused reset(config) leaves the policy as it was", "[policies][budget][errors]") {
+  // reset(config) is strong. The refused configuration (16 forced steps for a
+  // budget of 8) used to leave its warm-up and step count in the policy, which
+  // then reserved calls for 15 warm-up steps and spent 16.
+  easycache::config cfg = small(20);
+  easycache::controller<VectorXd, easycache::budget_policy> cache(cfg,
+                                                                  easycache::budget_policy(easycache::budget::calls(8)));
+  easycache::config refused = cfg;
+  refused.warmup_steps = 15;
+  CHECK_THROWS_WITH(cache.reset(refused), Contains("budget of 8 computed steps is outside [16, 20]"));
+  CHECK(cache.configuration().warmup_steps == 2);
+  for (std::size_t t = 0; t < 20; ++t) {
+    VectorXd out;
+    cache.step(test::constant(4, double(t)), out, {t}, affine);
+  }
+  CHECK(cache.stats().calls == 8);
+  CHECK(cache.policy().target_calls() == 8);
+}
+
 TEST_CASE("compute budget spends its skips where the predicted error is small", "[policies][budget]") {
   // Against a static cache with the same calls on a recording whose predicted
   // error varies along the schedule, the budget policy's total skip error must be

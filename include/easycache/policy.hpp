@@ -268,8 +268,31 @@ class budget_policy {
   /// with a copy of this policy, or reset(config)), keeping the recorded profile.
   void retarget(budget target) noexcept { target_ = target; }
 
+  /// Takes the configuration's forced steps and step count. Strong: a budget
+  /// infeasible for `cfg` throws easycache::error and changes nothing.
   void configure(const config& cfg) {
-    forced_ = forced_steps(cfg);
+    const forced_steps rule(cfg);
+    std::size_t forced = 0;
+    for (std::size_t t = 0; t < cfg.steps; ++t) {
+      step_context ctx;
+      ctx.step = t;
+      ctx.steps = cfg.steps;
+      ctx.progress = static_cast<double>(t) / static_cast<double>(cfg.steps);
+      forced += rule(ctx).has_value();
+    }
+    // Nothing is cached before the first computed step, so step 0 is computed
+    // even where it is not forced, and counts towards the budget too.
+    step_context first;
+    first.steps = cfg.steps;
+    const bool first_free = !rule(first).has_value();
+    const std::size_t calls = target_.calls_for(cfg.steps);
+    const std::size_t minimum = std::max<std::size_t>(forced + first_free, std::min<std::size_t>(2, cfg.steps));
+    if (calls < minimum || calls > cfg.steps)
+      throw error(detail::message("budget of ", calls, " computed steps is outside [", minimum, ", ", cfg.steps,
+                                  "] for this configuration (", forced, " forced steps",
+                                  first_free ? ", and step 0 to have something cached" : "",
+                                  "; two computed steps are needed before any skip)"));
+    forced_ = rule;
     if (cfg.steps != steps_) {
       // A profile of another step count says nothing about this schedule.
       profile_.assign(cfg.steps, std::numeric_limits<double>::quiet_NaN());
@@ -279,26 +302,6 @@ class budget_policy {
       has_last_profile_ = false;
     }
     steps_ = cfg.steps;
-    std::size_t forced = 0;
-    for (std::size_t t = 0; t < cfg.steps; ++t) {
-      step_context ctx;
-      ctx.step = t;
-      ctx.steps = cfg.steps;
-      ctx.progress = static_cast<double>(t) / static_cast<double>(cfg.steps);
-      forced += forced_(ctx).has_value();
-    }
-    // Nothing is cached before the first computed step, so step 0 is computed
-    // even where it is not forced, and counts towards the budget too.
-    step_context first;
-    first.steps = cfg.steps;
-    const bool first_free = !forced_(first).has_value();
-    const std::size_t calls = target_.calls_for(cfg.steps);
-    const std::size_t minimum = std::max<std::size_t>(forced + first_free, std::min<std::size_t>(2, cfg.steps));
-    if (calls < minimum || calls > cfg.steps)
-      throw error(detail::message("budget of ", calls, " computed steps is outside [", minimum, ", ", cfg.steps,
-                                  "] for this configuration (", forced, " forced steps",
-                                  first_free ? ", and step 0 to have something cached" : "",
-                                  "; two computed steps are needed before any skip)"));
     calls_ = calls;
     computed_ = 0;
     accumulated_error_ = 0.0;
