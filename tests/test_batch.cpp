@@ -110,3 +110,52 @@ TEST_CASE("batch controller: bad counts and finishing without beginning", "[batc
   const auto& mask = batched.begin_step(xs, {0});
   CHECK(mask == std::vector<bool>(kSamples, true));
 }
+
+TEST_CASE("batch controller: after a sample refuses its output, finish_step resumes at that sample", "[batch][errors]") {
+  easycache::batch_controller<view> batched(cfg(), kSamples);
+  std::vector<easycache::controller<view>> alone;
+  for (std::size_t s = 0; s < kSamples; ++s) alone.emplace_back(cfg());
+  batch_tensor x, out, out_alone;
+  for (std::size_t i = 0; i < x.memory.size(); ++i) x.memory[i] = std::cos(0.1f * float(i));
+  auto xs = x.views();
+  for (std::size_t t = 0; t < 6; ++t) {
+    const double sigma = 1.0 - double(t) / kSteps;
+    auto outs = out.views();
+    auto outs_alone = out_alone.views();
+    const std::vector<bool> mask = batched.begin_step(xs, {t, sigma});
+    for (std::size_t s = 0; s < kSamples; ++s) {
+      auto p = alone[s].begin_step(xs[s], {t, sigma});
+      REQUIRE(p.compute() == mask[s]);
+      for (std::size_t i = 0; i < kSize && mask[s]; ++i) outs[s].data[i] = outs_alone[s].data[i] = velocity(s, xs[s].data[i], sigma, i);
+      alone[s].finish_step(p, xs[s], outs_alone[s]);
+    }
+    // Sample 1's output has the wrong size: sample 0 finishes, sample 1 refuses.
+    std::vector<view> wrong = outs;
+    wrong[1].size = kSize - 1;
+    CHECK_THROWS_WITH(batched.finish_step(xs, wrong), Contains("elements"));
+    CHECK(batched.sample(0).stats().evaluations == t + 1);
+    CHECK(batched.sample(1).stats().evaluations == t);
+    // Fixed, the same call finishes samples 1 and 2 (sample 0's step is not finished twice).
+    CHECK_NOTHROW(batched.finish_step(xs, outs));
+    for (std::size_t s = 0; s < kSamples; ++s) {
+      CHECK(batched.sample(s).stats().evaluations == t + 1);
+      for (std::size_t i = 0; i < kSize; ++i) CHECK(outs[s].data[i] == outs_alone[s].data[i]);
+    }
+    for (std::size_t i = 0; i < x.memory.size(); ++i) x.memory[i] -= out.memory[i] / float(kSteps);
+  }
+  auto outs = out.views();
+  CHECK_THROWS_WITH(batched.finish_step(xs, outs), Contains("without begin_step"));
+}
+
+TEST_CASE("batch controller: a refused begin_step keeps the step begun before", "[batch][errors]") {
+  easycache::batch_controller<view> batched(cfg(), kSamples);
+  batch_tensor x, out;
+  auto xs = x.views();
+  auto outs = out.views();
+  const std::vector<bool> mask = batched.begin_step(xs, {0, 1.0});
+  // Step 1 before step 0 has finished: refused; step 0 can still be finished.
+  CHECK_THROWS_WITH(batched.begin_step(xs, {1, 0.9}), Contains("step 1 out of order"));
+  CHECK(mask == std::vector<bool>(kSamples, true));
+  CHECK_NOTHROW(batched.finish_step(xs, outs));
+  CHECK(batched.stats().evaluations == kSamples);
+}

@@ -37,6 +37,7 @@ class batch_controller {
     if (batch == 0) throw error(detail::message("batch_controller: batch must be >= 1 (got 0)"));
     samples_.reserve(batch);
     pending_.reserve(batch);
+    begun_.reserve(batch);
     for (std::size_t s = 0; s < batch; ++s) samples_.emplace_back(cfg, policy);
   }
   batch_controller(const config& cfg, std::size_t batch) : batch_controller(cfg, batch, Policy(cfg)) {}
@@ -45,26 +46,33 @@ class batch_controller {
 
   /// Decides for every sample; returns the mask of samples that need the model
   /// (valid until the next call). Throws easycache::error for a wrong number of
-  /// inputs or any sample's bad input; then no sample has changed.
+  /// inputs or any sample's bad input; then no sample has changed (except that,
+  /// as step 0 of one controller does, step 0 has started a new generation in
+  /// the samples before the refused one) and a step begun before can still be finished.
   const std::vector<bool>& begin_step(const std::vector<SampleView>& inputs, const step_info& info) {
     check_count(inputs.size(), "inputs");
-    pending_.clear();
-    for (std::size_t s = 0; s < samples_.size(); ++s) {
-      pending_.push_back(samples_[s].begin_step(inputs[s], info));
-      mask_[s] = pending_.back().compute();
-    }
+    begun_.clear();
+    for (std::size_t s = 0; s < samples_.size(); ++s) begun_.push_back(samples_[s].begin_step(inputs[s], info));
+    pending_.swap(begun_);
+    finished_ = 0;
+    for (std::size_t s = 0; s < samples_.size(); ++s) mask_[s] = pending_[s].compute();
     return mask_;
   }
 
   /// Completes the step: where the mask was true, `outputs[s]` must hold the
-  /// model's output; elsewhere it receives the cached prediction.
+  /// model's output; elsewhere it receives the cached prediction. The samples
+  /// finish in order: if one refuses its input or output (easycache::error),
+  /// those before it have finished and a second call, with that sample's input
+  /// or output fixed, resumes at it.
   void finish_step(const std::vector<SampleView>& inputs, std::vector<SampleView>& outputs) {
     check_count(inputs.size(), "inputs");
     check_count(outputs.size(), "outputs");
     if (pending_.size() != samples_.size())
       throw error(detail::message("batch_controller::finish_step without begin_step"));
-    for (std::size_t s = 0; s < samples_.size(); ++s) samples_[s].finish_step(pending_[s], inputs[s], outputs[s]);
+    for (; finished_ < samples_.size(); ++finished_)
+      samples_[finished_].finish_step(pending_[finished_], inputs[finished_], outputs[finished_]);
     pending_.clear();
+    finished_ = 0;
   }
 
   /// begin_step, then `denoiser(mask)` (which must write outputs[s] for every
@@ -83,6 +91,7 @@ class batch_controller {
   void reset() noexcept {
     for (auto& s : samples_) s.reset();
     pending_.clear();
+    finished_ = 0;
   }
 
   /// The controller of one sample (its stats, trace, policy).
@@ -110,7 +119,9 @@ class batch_controller {
   }
 
   std::vector<sample_controller> samples_;
-  std::vector<typename sample_controller::pending> pending_;
+  std::vector<typename sample_controller::pending> pending_;  // the step begun, one per sample
+  std::vector<typename sample_controller::pending> begun_;    // a begin_step under way
+  std::size_t finished_ = 0;                                   // samples of the step already finished
   std::vector<bool> mask_;
 };
 
