@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include <easycache/host_buffer.hpp>
+
 #include "helpers.hpp"
 
 using Catch::Matchers::Contains;
@@ -102,6 +104,19 @@ TEST_CASE("finish_step refuses another input size or a wrong output", "[two_phas
   CHECK_THROWS_WITH(cache.finish_step(p, x, wrong), Contains("denoiser output has 3 elements"));
   CHECK_NOTHROW(cache.finish_step(p, x, out));
   CHECK(cache.stats().steps == 1);
+}
+
+TEST_CASE("finish_step checks its input as begin_step does", "[two_phase][errors][host]") {
+  // A null host buffer of the begun size used to reach the commit pass (a null
+  // pointer read); it is refused and the pending can still be finished.
+  easycache::controller<easycache::host_buffer<float>> cache(small());
+  std::vector<float> values(4, 1.0f), output(4, 9.0f);
+  easycache::host_buffer<float> x{values.data(), 4}, null_x{nullptr, 4}, out{output.data(), 4};
+  auto p = cache.begin_step(x, {0});
+  CHECK_THROWS_WITH(cache.finish_step(p, null_x, out), Contains("host_buffer has a null data pointer and 4 elements"));
+  CHECK(cache.stats().evaluations == 0);
+  CHECK_NOTHROW(cache.finish_step(p, x, out));
+  CHECK(cache.stats().calls == 1);
 }
 
 TEST_CASE("extra evaluations (Heun) are computed and counted but never cached", "[two_phase][multi_evaluation]") {

@@ -213,7 +213,8 @@ class controller {
   /// begun before reset(), reset(config) or a new generation; another branch's
   /// of a step that has ended since branch 0 finished the next one; begun by
   /// another controller, or by this one before it was moved), an `x` of
-  /// another size, or an output of the wrong size; the controller is then unchanged.
+  /// another size or refused by the backend's check (as in begin_step), or an
+  /// output of the wrong size; the controller is then unchanged.
   void finish_step(const pending& p, const Tensor& x, Tensor& out) {
     const step_info& info = p.info_;
     const bool current = p.owner_ == this && p.serial_ != 0 && in_generation_ &&
@@ -226,6 +227,7 @@ class controller {
                                   "controller)"));
     std::uint64_t& open = info.extra_evaluation ? extra_serial_ : branches_[info.branch].open_serial;
     check_distinct(x, out, info);
+    if constexpr (detail::has_check<Tensor>::value) traits::check(x);
     check_output_before_writing(out);
     if (traits::size(x) != p.size_)
       throw error(detail::message("finish_step got an input of ", traits::size(x), " elements for step ", info.index,
