@@ -156,6 +156,26 @@ TEST_CASE("extra evaluations (Heun) are computed and counted but never cached", 
   CHECK(extra_records == 7);
 }
 
+TEST_CASE("several extra evaluations a step (Runge-Kutta) are all recorded", "[two_phase][multi_evaluation][trace]") {
+  // The trace reserves one extra evaluation per branch and step; beyond that its
+  // records used to be dropped silently (trace size != evaluations).
+  easycache::controller<VectorXd> cache(small());
+  for (std::size_t t = 0; t < 8; ++t) {
+    VectorXd out;
+    cache.step(test::constant(4, double(t)), out, {t}, affine);
+    for (int k = 0; k < 3; ++k) {
+      easycache::step_info extra{t};
+      extra.extra_evaluation = true;
+      cache.step(test::constant(4, double(t) + 0.5), out, extra, affine);
+    }
+  }
+  CHECK(cache.stats().evaluations == 32);
+  CHECK(cache.stats().extra_evaluations == 24);
+  REQUIRE(cache.trace().size() == 32);
+  CHECK(cache.trace().back().reason == easycache::reason::extra_evaluation);
+  CHECK(test::pattern(cache.trace()) == "CCCCCCCCSCCCSCCCSCCCSCCCCCCCCCCC");  // CCSSSSCC, each followed by 3 extras
+}
+
 TEST_CASE("a statistics reduction sees sums and count and its result decides", "[two_phase][reduction]") {
   // A hook that adds a second, identical shard: sums and count double, means stay,
   // so the decisions must not change; one that adds a shard with a huge change

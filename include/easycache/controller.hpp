@@ -252,6 +252,10 @@ class controller {
     } else {
       prepare_output(out, x);
     }
+    // More extra evaluations than one per branch and step (a sampler with
+    // several a step) outgrow the reserved trace: grow it here, before
+    // anything takes effect, rather than lose their records.
+    if (config_.record_trace && trace_.size() == trace_.capacity()) trace_.reserve(2 * trace_.capacity() + 1);
     open = 0;
     if (info.extra_evaluation) {
       ++stats_.extra_evaluations;
@@ -405,7 +409,7 @@ class controller {
       b.open_serial = 0;
     }
     extra_serial_ = 0;
-    // Room for one record per evaluation, extra evaluations included (at most one per branch and step).
+    // Room for one record per evaluation, and one extra evaluation per branch and step (finish_step grows it beyond).
     if (config_.record_trace) trace_.reserve(2 * config_.steps * config_.branches);
     traits::allocate(x_last_, x);
     if (config_.input_change == input_change_reference::previous_step) traits::allocate(x_prev_, x);
