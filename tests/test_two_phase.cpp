@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <vector>
 
@@ -254,6 +255,24 @@ TEST_CASE("last-output predictor returns each branch's last computed output", "[
     }
   }
   CHECK(skips == 5);
+}
+
+TEST_CASE("linear predictor: timesteps whose differences overflow fall back to the constant vector", "[two_phase][predictor]") {
+  // Computed at t = 1e308 and -1e308, skipped at 1e308 again: the weight is
+  // inf / -inf = NaN, and x + Δa + NaN·(Δa − Δb) was NaN everywhere although
+  // Δa = Δb. A non-finite weight now gives x + Δa.
+  easycache::config cfg = small();
+  cfg.threshold = std::numeric_limits<double>::infinity();
+  cfg.predictor = easycache::skip_predictor::linear_in_timestep;
+  easycache::controller<VectorXd> cache(cfg);
+  const double timesteps[] = {1e308, -1e308, 1e308};
+  for (std::size_t t = 0; t < 3; ++t) {
+    VectorXd out;
+    const VectorXd x = test::constant(4, double(t));
+    cache.step(x, out, {t, timesteps[t]}, affine);
+    CHECK(out == affine(x));
+  }
+  CHECK(test::pattern(cache.trace()) == "CCS");
 }
 
 TEST_CASE("the linear predictor needs timesteps", "[two_phase][predictor][errors]") {

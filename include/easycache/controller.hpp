@@ -621,8 +621,12 @@ class controller {
     if constexpr (detail::has_extrapolation<Tensor>::value) {
       if (predicts_linearly() && branch.computes >= 2 && branch.timestep_last != branch.timestep_prev) {
         const double weight = (info.timestep - branch.timestep_last) / (branch.timestep_last - branch.timestep_prev);
-        traits::apply_delta_extrapolated(x, branch.delta, branch.delta_prev, weight, out, input_copy);
-        return;
+        // Finite timesteps whose differences overflow give an infinite or NaN
+        // weight, which would make every element ±∞ or NaN: no extrapolation then.
+        if (std::isfinite(weight)) {
+          traits::apply_delta_extrapolated(x, branch.delta, branch.delta_prev, weight, out, input_copy);
+          return;
+        }
       }
     }
     traits::apply_delta(x, branch.delta, out, input_copy);
