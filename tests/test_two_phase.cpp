@@ -157,6 +157,23 @@ TEST_CASE("extra evaluations (Heun) are computed and counted but never cached", 
   CHECK(extra_records == 7);
 }
 
+TEST_CASE("a statistics reduction that makes a mean negative gives degenerate statistics", "[two_phase][reduction]") {
+  // Sums of absolute values cannot be negative; a hook that makes one so used
+  // to give a negative ε and a skip on every decision step (E only decreased).
+  for (auto slot : {easycache::statistic_slot::input_change, easycache::statistic_slot::output_change}) {
+    easycache::controller<VectorXd> cache(small());
+    cache.set_statistics_reduction([slot](double* values, std::size_t) {
+      values[static_cast<std::size_t>(slot)] = -1.0 - values[static_cast<std::size_t>(slot)];
+    });
+    for (std::size_t t = 0; t < 8; ++t) {
+      VectorXd out;
+      cache.step(test::constant(4, double(t)), out, {t}, affine);
+    }
+    CHECK(test::pattern(cache.trace()) == "CCCCCCCC");
+    CHECK(cache.stats().count(easycache::reason::degenerate_statistics) == 5);
+  }
+}
+
 TEST_CASE("several extra evaluations a step (Runge-Kutta) are all recorded", "[two_phase][multi_evaluation][trace]") {
   // The trace reserves one extra evaluation per branch and step; beyond that its
   // records used to be dropped silently (trace size != evaluations).

@@ -504,8 +504,10 @@ class controller {
       record.transformation_rate = transformation_rate_;
       record.output_norm = output_norm_;
       if (!planned) {
-        const bool usable = std::isfinite(input_change) && std::isfinite(transformation_rate_) &&
-                            std::isfinite(output_norm_) && output_norm_ > 0;
+        // Means of absolute values are never negative; a statistics reduction
+        // that made one so would otherwise give a negative ε, and skips.
+        const bool usable = std::isfinite(input_change) && input_change >= 0 && std::isfinite(transformation_rate_) &&
+                            transformation_rate_ >= 0 && std::isfinite(output_norm_) && output_norm_ > 0;
         if (usable) {
           chosen = policy_.decide(ctx, step_measurement{input_change, transformation_rate_, output_norm_});
         } else {
