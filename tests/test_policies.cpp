@@ -183,6 +183,37 @@ TEST_CASE("compute budget: step 0 counts when it is not forced", "[policies][bud
   }
 }
 
+TEST_CASE("compute budget: exact for every window whose bounds fall on steps", "[policies][budget][variants]") {
+  // A window bound equal to a step's position t / N: the policy's look-ahead
+  // used to compute that position as t0 / N + (t − t0) / N, which rounds to the
+  // other side of the bound (N = 6, end 5/6: step 5 forced, not reserved), and
+  // spent one call more than the budget.
+  std::size_t checked = 0;
+  for (std::size_t n = 2; n <= 12; ++n) {
+    const auto recording = record(n, 16);
+    for (std::size_t a = 0; a <= n; ++a)
+      for (std::size_t b = a; b <= n; ++b) {
+        easycache::config cfg;
+        cfg.steps = n;
+        cfg.warmup_steps = 0;
+        cfg.window = easycache::schedule_window{double(a) / double(n), double(b) / double(n)};
+        for (std::size_t calls = 0; calls <= n; ++calls) {
+          easycache::budget_policy policy(easycache::budget::calls(calls));
+          try {
+            policy.configure(cfg);
+          } catch (const easycache::error&) {
+            continue;  // infeasible for this window
+          }
+          const auto result = easycache::replay(recording, cfg, policy);
+          INFO(n << " steps, window " << a << "/" << n << ".." << b << "/" << n << ", budget " << calls);
+          CHECK(result.stats.calls == calls);
+          ++checked;
+        }
+      }
+  }
+  CHECK(checked > 1000);
+}
+
 TEST_CASE("compute budget: a refused reset(config) leaves the policy as it was", "[policies][budget][errors]") {
   // reset(config) is strong. The refused configuration (16 forced steps for a
   // budget of 8) used to leave its warm-up and step count in the policy, which

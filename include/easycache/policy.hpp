@@ -471,7 +471,13 @@ class budget_policy {
   step_context context_at(std::size_t t, const step_context& now) const {
     step_context c = now;
     c.step = t;
-    c.progress = now.progress + static_cast<double>(t - now.step) / static_cast<double>(steps_);
+    // The default progress (index / steps) is computed as the controller will:
+    // now.progress + (t − now.step) / steps can round to the other side of a
+    // window bound that equals t / steps, and the budget then misses by a call.
+    const double steps = static_cast<double>(steps_);
+    c.progress = now.progress == static_cast<double>(now.step) / steps
+                     ? static_cast<double>(t) / steps
+                     : now.progress + static_cast<double>(t - now.step) / steps;
     return c;
   }
 
