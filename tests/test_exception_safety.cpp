@@ -140,6 +140,7 @@ TEST_CASE("no-throw operations", "[exceptions]") {
   faulty_controller cache(small());
   STATIC_REQUIRE(noexcept(cache.reset()));
   STATIC_REQUIRE(noexcept(cache.on_decision({})));
+  STATIC_REQUIRE(noexcept(cache.set_statistics_reduction({})));
   STATIC_REQUIRE(noexcept(cache.stats()));
   STATIC_REQUIRE(noexcept(cache.trace()));
   STATIC_REQUIRE(noexcept(cache.configuration()));

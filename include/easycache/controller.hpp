@@ -305,8 +305,10 @@ class controller {
   /// then the local number of sampled elements) and must replace each by its
   /// sum over all ranks, e.g. with MPI_Allreduce(MPI_IN_PLACE, ..., MPI_SUM).
   /// It runs once per decision step, on every rank, so every rank takes the
-  /// same decisions. An empty function removes it.
-  void set_statistics_reduction(statistics_reduction reduction) { reduction_ = std::move(reduction); }
+  /// same decisions. An empty function removes it. No-throw. If the hook
+  /// throws, begin_step (or step) propagates its exception and nothing has
+  /// changed (strong): the sums it was given are a copy.
+  void set_statistics_reduction(statistics_reduction reduction) noexcept { reduction_.swap(reduction); }
 
  private:
   struct branch_state {
