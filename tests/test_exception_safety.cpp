@@ -257,6 +257,59 @@ TEST_CASE("strong: a reduction that fails before the decision", "[exceptions]") 
   CHECK(same_observed(observe(cache), observe(reference)));
 }
 
+TEST_CASE("strong: a statistics reduction that throws changes nothing", "[exceptions][reduction]") {
+  // The hook runs inside begin_step, after the decision's reduction and before
+  // the policy decides: its exception must leave the controller as it was, so
+  // that the run continues exactly as one whose hook never failed.
+  const reset_failures guard;
+  faulty_controller reference(small()), cache(small());
+  run(reference, 0, 8);
+  bool fail = false;
+  std::size_t hook_calls = 0;
+  cache.set_statistics_reduction([&](double*, std::size_t) {
+    ++hook_calls;
+    if (fail) throw std::runtime_error("allreduce failed");
+  });
+  for (std::size_t t = 0; t < 8; ++t) {
+    faulty::tensor out = affine(input(t));
+    fail = true;
+    const observed before = observe(cache);
+    if (t >= 2 && t < 7) {  // the decision steps: step() and begin_step both fail
+      CHECK_THROWS_WITH(cache.step(input(t), out, {t, 0.0}, affine), "allreduce failed");
+      fail = false;
+      auto begun = cache.begin_step(input(t), {t, 0.0});
+      fail = true;
+      CHECK_THROWS_WITH(cache.begin_step(input(t), {t, 0.0}), "allreduce failed");
+      CHECK(same_observed(observe(cache), before));
+      fail = false;
+      cache.finish_step(begun, input(t), out);  // still the latest pending of branch 0
+    } else {
+      cache.step(input(t), out, {t, 0.0}, affine);  // forced steps make no decision: no hook
+    }
+  }
+  CHECK(hook_calls == 3 * 5);
+  CHECK(same_observed(observe(cache), observe(reference)));
+}
+
+TEST_CASE("strong: a refused finish_step changes nothing, and the pending can still be finished", "[exceptions][two_phase]") {
+  const reset_failures guard;
+  faulty_controller reference(small(2)), cache(small(2));
+  run(reference, 0, 8, 2);
+  for (std::size_t t = 0; t < 8; ++t)
+    for (std::size_t b = 0; b < 2; ++b) {
+      auto p = cache.begin_step(input(t), {t, 0.0, b});
+      const observed before = observe(cache);
+      faulty::tensor out = p.compute() ? affine(input(t)) : faulty::tensor{};
+      faulty::tensor wrong = affine(input(t, 3));
+      CHECK_THROWS_AS(cache.finish_step(p, input(t, 5), out), easycache::error);  // input of another size
+      if (p.compute()) CHECK_THROWS_AS(cache.finish_step(p, input(t), wrong), easycache::error);
+      CHECK(same_observed(observe(cache), before));
+      cache.finish_step(p, input(t), out);
+      CHECK_THROWS_AS(cache.finish_step(p, input(t), out), easycache::error);  // spent
+    }
+  CHECK(same_observed(observe(cache), observe(reference)));
+}
+
 TEST_CASE("basic: a backend pass that fails after the decision drops the generation", "[exceptions]") {
   const reset_failures guard;
   struct failing_pass {
