@@ -160,6 +160,20 @@ TEST_CASE("compute budget: the calls land on the target", "[policies][budget]") 
   }
   const auto half = easycache::replay(recording, cfg, easycache::budget_policy(easycache::budget::speedup(2.0)));
   CHECK(half.stats.calls == 25);
+  CHECK_THROWS_WITH(easycache::budget_policy(easycache::budget::calls(10), 0.0), Contains("smoothing must be in (0, 1] (got 0)"));
+  CHECK_THROWS_WITH(easycache::budget::speedup(std::numeric_limits<double>::quiet_NaN()), Contains("got nan"));
+  CHECK_THROWS_WITH(easycache::budget::speedup(std::numeric_limits<double>::infinity()), Contains("got inf"));
+  // The count is exact with progress left out or given as index / steps (the
+  // budget reserves calls for the forced steps at those positions).
+  easycache::controller<VectorXd, easycache::budget_policy> given(
+      cfg, easycache::budget_policy(easycache::budget::calls(20)));
+  for (std::size_t t = 0; t < 50; ++t) {
+    VectorXd out;
+    easycache::step_info info{t, 1.0 - double(t) / 50};
+    info.progress = double(t) / 50;
+    given.step(test::constant(4, double(t) + std::sin(0.3 * double(t))), out, info, affine);
+  }
+  CHECK(given.stats().calls == 20);
   CHECK_THROWS_WITH(easycache::replay(recording, cfg, easycache::budget_policy(easycache::budget::calls(5))),
                     Contains("budget of 5 computed steps is outside [6, 50]"));
   CHECK_THROWS_WITH(easycache::budget::speedup(0.5), Contains("got 0.5"));
@@ -399,6 +413,13 @@ TEST_CASE("recordings: bad files and bad use", "[policies][replay][errors]") {
   record(10).save(truncated);
   std::stringstream cut(truncated.str().substr(0, 100));
   CHECK_THROWS_WITH(easycache::recorded_trajectory::load(cut), Contains("ends early"));
+  // The linear predictor needs every recorded timestep finite.
+  easycache::recorded_trajectory no_timesteps(4, 1, 2);
+  for (std::size_t t = 0; t < 4; ++t) no_timesteps.record(t, 0, std::numeric_limits<double>::quiet_NaN(), v, v);
+  easycache::config linear = small(4);
+  linear.predictor = easycache::skip_predictor::linear_in_timestep;
+  CHECK_THROWS_WITH(easycache::replay(no_timesteps, linear), Contains("needs a finite step_info::timestep"));
+  CHECK_NOTHROW(easycache::replay(no_timesteps, small(4)));
 }
 
 TEST_CASE("recordings: a header that claims more than the file holds, dimensions that overflow", "[policies][replay][errors]") {

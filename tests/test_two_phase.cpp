@@ -107,6 +107,22 @@ TEST_CASE("finish_step refuses another input size or a wrong output", "[two_phas
   CHECK(cache.stats().steps == 1);
 }
 
+TEST_CASE("extra evaluations: without a generation, or of a branch out of range", "[two_phase][multi_evaluation][errors]") {
+  easycache::controller<VectorXd> cache(small());
+  easycache::step_info extra{0};
+  extra.extra_evaluation = true;
+  VectorXd out;
+  CHECK_THROWS_WITH(cache.step(test::constant(4, 0), out, extra, affine),
+                    Contains("extra evaluation at step 0 without a generation in progress"));
+  cache.step(test::constant(4, 0), out, {0}, affine);
+  extra.branch = 1;
+  CHECK_THROWS_WITH(cache.step(test::constant(4, 0), out, extra, affine), Contains("branch 1 out of range"));
+  // Any input size: it never meets the cached state.
+  extra.branch = 0;
+  CHECK_NOTHROW(cache.step(test::constant(7, 0), out, extra, affine));
+  CHECK(cache.stats().extra_evaluations == 1);
+}
+
 TEST_CASE("finish_step checks its input as begin_step does", "[two_phase][errors][host]") {
   // A null host buffer of the begun size used to reach the commit pass (a null
   // pointer read); it is refused and the pending can still be finished.
@@ -160,10 +176,11 @@ TEST_CASE("extra evaluations (Heun) are computed and counted but never cached", 
 TEST_CASE("a statistics reduction that makes a mean negative gives degenerate statistics", "[two_phase][reduction]") {
   // Sums of absolute values cannot be negative; a hook that makes one so used
   // to give a negative ε and a skip on every decision step (E only decreased).
-  for (auto slot : {easycache::statistic_slot::input_change, easycache::statistic_slot::output_change}) {
+  // A count of 0 gives infinite or NaN means: degenerate as well.
+  for (std::size_t slot : {std::size_t{0}, std::size_t{1}, easycache::statistic_slot_count}) {
     easycache::controller<VectorXd> cache(small());
-    cache.set_statistics_reduction([slot](double* values, std::size_t) {
-      values[static_cast<std::size_t>(slot)] = -1.0 - values[static_cast<std::size_t>(slot)];
+    cache.set_statistics_reduction([slot](double* values, std::size_t count) {
+      values[slot] = slot + 1 == count ? 0.0 : -1.0 - values[slot];
     });
     for (std::size_t t = 0; t < 8; ++t) {
       VectorXd out;
@@ -299,4 +316,47 @@ TEST_CASE("the linear predictor needs timesteps", "[two_phase][predictor][errors
   VectorXd out;
   CHECK_THROWS_WITH(cache.step(test::constant(4, 0), out, {0}, affine),
                     Contains("needs a finite step_info::timestep (got nan at step 0, branch 0)"));
+  CHECK_THROWS_WITH(cache.step(test::constant(4, 0), out, {0, std::numeric_limits<double>::infinity()}, affine),
+                    Contains("(got inf at step 0"));
+  // Extra evaluations take no part in caching: no timestep needed.
+  cache.step(test::constant(4, 0), out, {0, 1.0}, affine);
+  easycache::step_info extra{0};
+  extra.extra_evaluation = true;
+  CHECK_NOTHROW(cache.step(test::constant(4, 0), out, extra, affine));
+}
+
+TEST_CASE("linear predictor: two computes at one timestep, or timesteps 1e-300 apart", "[two_phase][predictor]") {
+  easycache::config cfg = small();
+  cfg.threshold = std::numeric_limits<double>::infinity();
+  cfg.predictor = easycache::skip_predictor::linear_in_timestep;
+  // The same timestep twice: no slope to extrapolate with, x + Δa.
+  {
+    easycache::controller<VectorXd> cache(cfg);
+    const double timesteps[] = {0.5, 0.5, 0.25};
+    for (std::size_t t = 0; t < 3; ++t) {
+      VectorXd out;
+      const VectorXd x = test::constant(4, double(t));
+      cache.step(x, out, {t, timesteps[t]}, [&](const VectorXd& in) { return VectorXd((in.array() + double(t)).matrix()); });
+      CHECK(out == (x.array() + (t < 2 ? double(t) : 1.0)).matrix());
+    }
+    CHECK(test::pattern(cache.trace()) == "CCS");
+  }
+  // Computed 1e-300 apart, skipped 1 away: w = 1e300 is finite in double but
+  // beyond float's range, so a float tensor's prediction is ±∞ or NaN, as the
+  // extrapolation's own arithmetic in float gives (not checked element by element).
+  {
+    easycache::controller<easycache::host_buffer<float>> cache(cfg);
+    const double timesteps[] = {1e-300, 2e-300, 1.0};
+    std::vector<float> values(4), output(4);
+    easycache::host_buffer<float> x{values.data(), 4}, out{output.data(), 4};
+    for (std::size_t t = 0; t < 3; ++t) {
+      values.assign(4, float(t));
+      cache.step(x, out, {t, timesteps[t]}, [&](const easycache::host_buffer<float>& in, easycache::host_buffer<float>& v) {
+        for (std::size_t i = 0; i < 4; ++i) v.data[i] = in.data[i] + float(t * i);
+      });
+    }
+    REQUIRE(test::pattern(cache.trace()) == "CCS");
+    CHECK(std::isnan(output[0]));  // Δa = Δb there: ∞ · 0
+    CHECK(std::isinf(output[1]));
+  }
 }
