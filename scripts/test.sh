@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds and runs every easycache test: g++ and clang++, C++17 and C++20, and
 # AddressSanitizer + UndefinedBehaviorSanitizer builds, warnings as errors; then
-# fuzzes the controller for about 60 s (libFuzzer, from the committed corpus)
-# and runs the release test programs under valgrind memcheck.
+# fuzzes for about 60 s (libFuzzer, from the committed corpora: step() and the
+# configuration 30 s, the rest of the API 30 s) and runs the release test
+# programs under valgrind memcheck.
 # The LibTorch backend (Debian's libtorch-dev, CPU) is built and tested in the two
 # release builds, not under sanitizers (libtorch is not instrumented). The CUDA
 # backend is compiled by nvcc in the g++ release build; its GPU tests report
@@ -50,27 +51,32 @@ run gcc-cxx20-sanitize -DCMAKE_CXX_COMPILER=g++ -DCMAKE_BUILD_TYPE=Debug -DEASYC
 run clang-sanitize -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug -DEASYCACHE_SANITIZE=address,undefined \
   -DEASYCACHE_TORCH=OFF -DEASYCACHE_CUDA=OFF
 
-# libFuzzer on the controller (tests/fuzz), one process, about 60 s, starting from
-# a copy of the committed corpus so that the corpus itself is never modified.
+# libFuzzer on the two targets (tests/fuzz), one process each, 30 s each, each
+# starting from a copy of its committed corpus so that the corpus itself is never modified.
 fuzz() {
   echo "=== fuzz"
   local dir=build/fuzz
   cmake -S . -B "$dir" -G Ninja -DEASYCACHE_WERROR=ON -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DEASYCACHE_BUILD_FUZZERS=ON -DEASYCACHE_BUILD_TESTS=OFF -DEASYCACHE_BUILD_EXAMPLES=OFF -DEASYCACHE_INSTALL=OFF >/dev/null
   cmake --build "$dir" -j "$jobs"
-  rm -rf "$dir/corpus" "$dir/artifacts"
-  mkdir -p "$dir/corpus" "$dir/artifacts"
-  cp tests/fuzz/corpus/* "$dir/corpus/"
-  if "$dir/tests/fuzz/easycache_fuzz_controller" -max_total_time=60 -timeout=10 -rss_limit_mb=2048 \
-    -print_final_stats=1 -artifact_prefix="$dir/artifacts/" "$dir/corpus" >"$dir/fuzz.log" 2>&1; then
-    grep -E '^(#[0-9]+[[:space:]]+DONE|Done|stat::number_of_executed_units)' "$dir/fuzz.log" || true
-    summary+=("fuzz: $(grep -E '^Done' "$dir/fuzz.log"), no crash, leak, timeout or invariant violation")
-  else
-    tail -n 80 "$dir/fuzz.log"
-    echo "fuzz: failing input(s) in $dir/artifacts/: $(ls "$dir/artifacts")"
-    summary+=("fuzz: FAILED (see $dir/fuzz.log and $dir/artifacts/)")
-    failed=1
-  fi
+  local target corpus
+  for target in controller:corpus api:corpus_api; do
+    corpus=${target#*:}
+    target=${target%%:*}
+    rm -rf "$dir/$corpus" "$dir/artifacts-$target"
+    mkdir -p "$dir/$corpus" "$dir/artifacts-$target"
+    cp tests/fuzz/"$corpus"/* "$dir/$corpus/"
+    if "$dir/tests/fuzz/easycache_fuzz_$target" -max_total_time=30 -timeout=10 -rss_limit_mb=2048 \
+      -print_final_stats=1 -artifact_prefix="$dir/artifacts-$target/" "$dir/$corpus" >"$dir/fuzz-$target.log" 2>&1; then
+      grep -E '^(#[0-9]+[[:space:]]+DONE|Done|stat::number_of_executed_units)' "$dir/fuzz-$target.log" || true
+      summary+=("fuzz $target: $(grep -E '^Done' "$dir/fuzz-$target.log"), no crash, leak, timeout or invariant violation")
+    else
+      tail -n 80 "$dir/fuzz-$target.log"
+      echo "fuzz $target: failing input(s) in $dir/artifacts-$target/: $(ls "$dir/artifacts-$target")"
+      summary+=("fuzz $target: FAILED (see $dir/fuzz-$target.log and $dir/artifacts-$target/)")
+      failed=1
+    fi
+  done
 }
 
 # valgrind memcheck on the release build's programs: each Catch2 executable runs
@@ -79,7 +85,8 @@ memcheck() {
   echo "=== valgrind"
   local dir=build/gcc-release clean=0 total=0
   local programs=("tests/easycache_tests" "tests/easycache_allocation_tests"
-                  "tests/fuzz/easycache_fuzz_replay $PWD/tests/fuzz/corpus" "examples/quickstart" "examples/guidance")
+                  "tests/fuzz/easycache_fuzz_replay $PWD/tests/fuzz/corpus"
+                  "tests/fuzz/easycache_fuzz_api_replay $PWD/tests/fuzz/corpus_api" "examples/quickstart" "examples/guidance")
   for program in "${programs[@]}"; do
     total=$((total + 1))
     local name=${program%% *}

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <string>
 #include <type_traits>
 
 namespace fuzz {
@@ -39,6 +40,14 @@ class input {
 
   /// A fraction in [0, 1] with 1/65535 resolution.
   double fraction() noexcept { return static_cast<double>(integer<std::uint16_t>(0, 65535)) / 65535.0; }
+
+  /// All the bytes left, as they are (a file for a parser to read).
+  std::string rest() {
+    std::string bytes(reinterpret_cast<const char*>(data_), left_);
+    data_ += left_;
+    left_ = 0;
+    return bytes;
+  }
 
  private:
   const std::uint8_t* data_;
