@@ -123,7 +123,7 @@ TEST_CASE("extra evaluations: without a generation, or of a branch out of range"
   CHECK(cache.stats().extra_evaluations == 1);
 }
 
-TEST_CASE("finish_step checks its input as begin_step does", "[two_phase][errors][host]") {
+TEST_CASE("finish_step checks its input and output as begin_step and step do", "[two_phase][errors][host]") {
   // A null host buffer of the begun size used to reach the commit pass (a null
   // pointer read); it is refused and the pending can still be finished.
   easycache::controller<easycache::host_buffer<float>> cache(small());
@@ -131,6 +131,10 @@ TEST_CASE("finish_step checks its input as begin_step does", "[two_phase][errors
   easycache::host_buffer<float> x{values.data(), 4}, null_x{nullptr, 4}, out{output.data(), 4};
   auto p = cache.begin_step(x, {0});
   CHECK_THROWS_WITH(cache.finish_step(p, null_x, out), Contains("host_buffer has a null data pointer and 4 elements"));
+  // The output too: without memory, or the input itself.
+  easycache::host_buffer<float> null_out{nullptr, 4};
+  CHECK_THROWS_WITH(cache.finish_step(p, x, null_out), Contains("host_buffer has a null data pointer and 4 elements"));
+  CHECK_THROWS_WITH(cache.finish_step(p, x, x), Contains("out must not share memory with x"));
   CHECK(cache.stats().evaluations == 0);
   CHECK_NOTHROW(cache.finish_step(p, x, out));
   CHECK(cache.stats().calls == 1);
