@@ -197,6 +197,25 @@ TEST_CASE("compute budget: step 0 counts when it is not forced", "[policies][bud
   }
 }
 
+TEST_CASE("compute budget: a spent budget skips even where the statistics are degenerate", "[policies][budget]") {
+  // A denoiser that outputs zeros makes every output norm 0: statistics the
+  // controller cannot judge, where it computes. With the budget spent on the
+  // forced steps, the budget wins: it skips without measuring (found by the fuzzer).
+  easycache::config cfg;
+  cfg.steps = 10;
+  cfg.warmup_steps = 2;
+  easycache::controller<VectorXd, easycache::budget_policy> cache(cfg,
+                                                                  easycache::budget_policy(easycache::budget::calls(3)));
+  VectorXd x = VectorXd::Constant(8, 1.0), out;
+  for (std::size_t t = 0; t < cfg.steps; ++t) {
+    cache.step(x, out, {t}, [](const VectorXd& in, VectorXd& o) { o = VectorXd::Zero(in.size()); });
+    x *= 0.9;
+  }
+  INFO("pattern " << test::pattern(cache.trace()));
+  CHECK(cache.stats().calls == 3);
+  for (std::size_t t = 2; t + 1 < cfg.steps; ++t) CHECK(cache.trace()[t].reason == reason::policy);
+}
+
 TEST_CASE("compute budget: exact for every window whose bounds fall on steps", "[policies][budget][variants]") {
   // A window bound equal to a step's position t / N: the policy's look-ahead
   // used to compute that position as t0 / N + (t − t0) / N, which rounds to the

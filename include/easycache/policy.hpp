@@ -310,12 +310,17 @@ class budget_policy {
 
   std::optional<verdict> plan(const step_context& ctx) const {
     if (auto forced = forced_(ctx)) return forced;
+    const std::size_t available = available_calls(ctx);
     if (!ctx.has_history) {
       // Before two computed steps nothing can be skipped, but the budget must still hold.
-      const bool compute = available_calls(ctx) > 0;
+      const bool compute = available > 0;
       return verdict{compute ? action::compute : action::skip, compute ? reason::no_history : reason::policy};
     }
-    return std::nullopt;  // measured, even where the hard rules decide, so that the profile is whole
+    // With the budget spent, skip unmeasured: statistics that came out
+    // degenerate would make the controller compute, beyond the budget. The
+    // profile's gap is filled from its neighbours when it is calibrated on.
+    if (available == 0) return verdict{action::skip, reason::policy};
+    return std::nullopt;  // measured, even where other hard rules decide, so that the profile is whole
   }
 
   verdict decide(const step_context& ctx, const step_measurement& m) const {
@@ -385,8 +390,21 @@ class budget_policy {
           ++rate_count;
         }
       const double typical_rate = rate_count ? rate_sum / static_cast<double>(rate_count) : 0.0;
-      for (std::size_t t = 0; t < profile_.size(); ++t) last_profile_[t] = typical_rate * profile_[t];
-      has_last_profile_ = rate_count > 0;
+      // Steps left unmeasured (the budget was spent) or measured degenerate
+      // take the value of the nearest measured step before them (after, at the
+      // start): a gap says nothing about the trajectory, and simulating it as a
+      // forced compute would spend a call the next generation does not have to.
+      double nearest = std::numeric_limits<double>::quiet_NaN();
+      for (double relative_change : profile_)
+        if (std::isfinite(relative_change)) {
+          nearest = relative_change;
+          break;
+        }
+      for (std::size_t t = 0; t < profile_.size(); ++t) {
+        if (std::isfinite(profile_[t])) nearest = profile_[t];
+        last_profile_[t] = typical_rate * nearest;
+      }
+      has_last_profile_ = rate_count > 0 && std::isfinite(nearest);
       calibrate();
     }
     std::fill(profile_.begin(), profile_.end(), std::numeric_limits<double>::quiet_NaN());
