@@ -7,9 +7,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstring>
 #include <type_traits>
 
 #include "../config.hpp"
+#include "simd.hpp"
 
 namespace easycache::detail::host {
 
@@ -46,21 +48,133 @@ void for_each_chunk(std::size_t n, const statistics_sampling& sampling, Chunk&& 
   }
 }
 
+// The float passes, four lanes at a time (simd.hpp). Each has the scalar
+// code's lane order, and writes with streaming stores where `Stream`.
+namespace vec {
+
+template <bool Stream>
+inline void put(float* p, simd::f32x4 a) noexcept {
+  if constexpr (Stream) {
+    simd::stream(p, a);
+  } else {
+    simd::store(p, a);
+  }
+}
+
+// Σ|a_i − b_i| over [begin, end): 8 lanes in two vectors, in float over blocks.
+inline double sum_abs_diff(const float* a, const float* b, std::size_t begin, std::size_t end) noexcept {
+  double total = 0;
+  std::size_t i = begin;
+  while (i + lanes <= end) {
+    simd::f32x4 low = simd::zero(), high = simd::zero();
+    const std::size_t stop = i + block <= end ? i + block : end - (end - i) % lanes;
+    for (; i < stop; i += lanes) {
+      low = low + simd::abs(simd::load(a + i) - simd::load(b + i));
+      high = high + simd::abs(simd::load(a + i + 4) - simd::load(b + i + 4));
+    }
+    simd::add_lanes(low, high, total);
+  }
+  for (; i < end; ++i) total += static_cast<double>(std::abs(a[i] - b[i]));
+  return total;
+}
+
+template <bool Stream>
+void add(const float* x, const float* delta, float* out, float* copy, std::size_t n) noexcept {
+  std::size_t i = 0;
+  if (copy) {
+    for (; i + 4 <= n; i += 4) {
+      const simd::f32x4 xi = simd::load(x + i);
+      put<Stream>(copy + i, xi);
+      put<Stream>(out + i, xi + simd::load(delta + i));
+    }
+    for (; i < n; ++i) {
+      copy[i] = x[i];
+      out[i] = x[i] + delta[i];
+    }
+  } else {
+    for (; i + 4 <= n; i += 4) put<Stream>(out + i, simd::load(x + i) + simd::load(delta + i));
+    for (; i < n; ++i) out[i] = x[i] + delta[i];
+  }
+  if constexpr (Stream) simd::stream_fence();
+}
+
+template <bool Stream>
+void add_extrapolated(const float* x, const float* delta, const float* delta_prev, float weight, float* out,
+                      float* copy, std::size_t n) noexcept {
+  const simd::f32x4 w = simd::splat(weight);
+  std::size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const simd::f32x4 xi = simd::load(x + i), di = simd::load(delta + i);
+    if (copy) put<Stream>(copy + i, xi);
+    put<Stream>(out + i, xi + (di + w * (di - simd::load(delta_prev + i))));
+  }
+  for (; i < n; ++i) {
+    if (copy) copy[i] = x[i];
+    out[i] = x[i] + (delta[i] + weight * (delta[i] - delta_prev[i]));
+  }
+  if constexpr (Stream) simd::stream_fence();
+}
+
+// The unsampled commit with its sums, over [0, n).
+template <bool Stream, bool MeasureChange>
+void commit(const float* x, const float* v, float* x_last, float* delta, std::size_t n, double& output_change,
+            double& input_change, double& output_norm) noexcept {
+  std::size_t i = 0;
+  while (i + lanes <= n) {
+    simd::f32x4 change[2] = {simd::zero(), simd::zero()}, moved[2] = {simd::zero(), simd::zero()},
+                norm[2] = {simd::zero(), simd::zero()};
+    const std::size_t stop = i + block <= n ? i + block : n - (n - i) % lanes;
+    for (; i < stop; i += lanes)
+      for (std::size_t h = 0; h < 2; ++h) {
+        const std::size_t k = i + 4 * h;
+        const simd::f32x4 xi = simd::load(x + k), vi = simd::load(v + k);
+        if constexpr (MeasureChange) {
+          const simd::f32x4 li = simd::load(x_last + k), di = simd::load(delta + k);
+          change[h] = change[h] + simd::abs(vi - (li + di));
+          moved[h] = moved[h] + simd::abs(xi - li);
+        }
+        norm[h] = norm[h] + simd::abs(vi);
+        put<Stream>(x_last + k, xi);
+        put<Stream>(delta + k, vi - xi);
+      }
+    simd::add_lanes(change[0], change[1], output_change);
+    simd::add_lanes(moved[0], moved[1], input_change);
+    simd::add_lanes(norm[0], norm[1], output_norm);
+  }
+  for (; i < n; ++i) {
+    if constexpr (MeasureChange) {
+      output_change += static_cast<double>(std::abs(v[i] - (x_last[i] + delta[i])));
+      input_change += static_cast<double>(std::abs(x[i] - x_last[i]));
+    }
+    output_norm += static_cast<double>(std::abs(v[i]));
+    x_last[i] = x[i];
+    delta[i] = v[i] - x[i];
+  }
+  if constexpr (Stream) simd::stream_fence();
+}
+
+}  // namespace vec
+
 // Σ|a_i − b_i| over i = begin, begin + step, ... < end.
 template <class S>
 double sum_abs_diff_range(const S* a, const S* b, std::size_t begin, std::size_t end, std::size_t step) {
   using L = lane_type<S>;
   double total = 0;
   if (step == 1) {
-    std::size_t i = begin;
-    while (i + lanes <= end) {
-      L acc[lanes] = {};
-      const std::size_t stop = i + block <= end ? i + block : end - (end - i) % lanes;
-      for (; i < stop; i += lanes)
-        for (std::size_t j = 0; j < lanes; ++j) acc[j] += std::abs(static_cast<L>(a[i + j]) - static_cast<L>(b[i + j]));
-      for (std::size_t j = 0; j < lanes; ++j) total += static_cast<double>(acc[j]);
+    if constexpr (std::is_same_v<S, float>) {
+      return vec::sum_abs_diff(a, b, begin, end);
+    } else {
+      std::size_t i = begin;
+      while (i + lanes <= end) {
+        L acc[lanes] = {};
+        const std::size_t stop = i + block <= end ? i + block : end - (end - i) % lanes;
+        for (; i < stop; i += lanes)
+          for (std::size_t j = 0; j < lanes; ++j)
+            acc[j] += std::abs(static_cast<L>(a[i + j]) - static_cast<L>(b[i + j]));
+        for (std::size_t j = 0; j < lanes; ++j) total += static_cast<double>(acc[j]);
+      }
+      for (; i < end; ++i) total += static_cast<double>(std::abs(static_cast<L>(a[i]) - static_cast<L>(b[i])));
     }
-    for (; i < end; ++i) total += static_cast<double>(std::abs(static_cast<L>(a[i]) - static_cast<L>(b[i])));
   } else {
     for (std::size_t i = begin; i < end; i += step)
       total += static_cast<double>(std::abs(static_cast<L>(a[i]) - static_cast<L>(b[i])));
@@ -81,7 +195,13 @@ double sum_abs_diff(const S* a, const S* b, std::size_t n, const statistics_samp
 /// out = x + delta; and copy = x when copy is not null. One pass.
 template <class S>
 void add(const S* x, const S* delta, S* out, S* copy, std::size_t n) {
-  if (copy) {
+  if constexpr (std::is_same_v<S, float>) {
+    if (simd::use_streaming_stores(n, out, copy)) {
+      vec::add<true>(x, delta, out, copy, n);
+    } else {
+      vec::add<false>(x, delta, out, copy, n);
+    }
+  } else if (copy) {
     for (std::size_t i = 0; i < n; ++i) {
       const S xi = x[i];
       copy[i] = xi;
@@ -97,10 +217,18 @@ template <class S>
 void add_extrapolated(const S* x, const S* delta, const S* delta_prev, double weight, S* out, S* copy,
                       std::size_t n) {
   const S w = static_cast<S>(weight);
-  for (std::size_t i = 0; i < n; ++i) {
-    const S xi = x[i], di = delta[i];
-    if (copy) copy[i] = xi;
-    out[i] = xi + (di + w * (di - delta_prev[i]));
+  if constexpr (std::is_same_v<S, float>) {
+    if (simd::use_streaming_stores(n, out, copy)) {
+      vec::add_extrapolated<true>(x, delta, delta_prev, w, out, copy, n);
+    } else {
+      vec::add_extrapolated<false>(x, delta, delta_prev, w, out, copy, n);
+    }
+  } else {
+    for (std::size_t i = 0; i < n; ++i) {
+      const S xi = x[i], di = delta[i];
+      if (copy) copy[i] = xi;
+      out[i] = xi + (di + w * (di - delta_prev[i]));
+    }
   }
 }
 
@@ -116,7 +244,7 @@ void add_buffers(const S* a, const S* b, const S* x, S* out, S* copy, std::size_
 /// to = from.
 template <class S>
 void copy(const S* from, S* to, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i) to[i] = from[i];
+  if (n) std::memcpy(to, from, n * sizeof(S));
 }
 
 /// delta = v − x.
@@ -156,43 +284,46 @@ commit_sums commit(const S* x, const S* v, S* x_last, S* delta, std::size_t n, b
   using L = lane_type<S>;
   commit_sums sums;
   if (sampling.stride <= 1) {
-    std::size_t i = 0;
-    while (i + lanes <= n) {
-      L change[lanes] = {}, moved[lanes] = {}, norm[lanes] = {};
-      const std::size_t stop = i + block <= n ? i + block : n - (n - i) % lanes;
-      if (measure_change) {
+    if constexpr (std::is_same_v<S, float>) {
+      const bool stream = simd::use_streaming_stores(n, x_last, delta);
+      auto& [change, moved, norm] = sums;
+      if (stream && measure_change) vec::commit<true, true>(x, v, x_last, delta, n, change, moved, norm);
+      if (stream && !measure_change) vec::commit<true, false>(x, v, x_last, delta, n, change, moved, norm);
+      if (!stream && measure_change) vec::commit<false, true>(x, v, x_last, delta, n, change, moved, norm);
+      if (!stream && !measure_change) vec::commit<false, false>(x, v, x_last, delta, n, change, moved, norm);
+      return sums;
+    } else {
+      std::size_t i = 0;
+      while (i + lanes <= n) {
+        L change[lanes] = {}, moved[lanes] = {}, norm[lanes] = {};
+        const std::size_t stop = i + block <= n ? i + block : n - (n - i) % lanes;
         for (; i < stop; i += lanes)
           for (std::size_t j = 0; j < lanes; ++j) {
             const L xi = static_cast<L>(x[i + j]), vi = static_cast<L>(v[i + j]);
-            const L li = static_cast<L>(x_last[i + j]), di = static_cast<L>(delta[i + j]);
-            change[j] += std::abs(vi - (li + di));
-            moved[j] += std::abs(xi - li);
+            if (measure_change) {
+              const L li = static_cast<L>(x_last[i + j]), di = static_cast<L>(delta[i + j]);
+              change[j] += std::abs(vi - (li + di));
+              moved[j] += std::abs(xi - li);
+            }
             norm[j] += std::abs(vi);
             x_last[i + j] = x[i + j];
             delta[i + j] = v[i + j] - x[i + j];
           }
-      } else {
-        for (; i < stop; i += lanes)
-          for (std::size_t j = 0; j < lanes; ++j) {
-            norm[j] += std::abs(static_cast<L>(v[i + j]));
-            x_last[i + j] = x[i + j];
-            delta[i + j] = v[i + j] - x[i + j];
-          }
+        for (std::size_t j = 0; j < lanes; ++j) {
+          sums.output_change += static_cast<double>(change[j]);
+          sums.input_change += static_cast<double>(moved[j]);
+          sums.output_norm += static_cast<double>(norm[j]);
+        }
       }
-      for (std::size_t j = 0; j < lanes; ++j) {
-        sums.output_change += static_cast<double>(change[j]);
-        sums.input_change += static_cast<double>(moved[j]);
-        sums.output_norm += static_cast<double>(norm[j]);
+      if (i < n) {
+        commit_sums_range(x, v, x_last, delta, i, n, 1, measure_change, sums);
+        for (; i < n; ++i) {
+          x_last[i] = x[i];
+          delta[i] = v[i] - x[i];
+        }
       }
+      return sums;
     }
-    if (i < n) {
-      commit_sums_range(x, v, x_last, delta, i, n, 1, measure_change, sums);
-      for (; i < n; ++i) {
-        x_last[i] = x[i];
-        delta[i] = v[i] - x[i];
-      }
-    }
-    return sums;
   }
   for_each_chunk(n, sampling, [&](std::size_t begin, std::size_t end, std::size_t step) {
     if (step) commit_sums_range(x, v, x_last, delta, begin, end, step, measure_change, sums);
