@@ -275,17 +275,20 @@ int run(int argc, char** argv) {
                  return clip;
                }));
 
-        // The budget policy, told EasyCache's number of computed steps instead of τ.
-        easycache::controller<Eigen::VectorXf, easycache::budget_policy> budgeted(
-            cfg, easycache::budget_policy(easycache::budget::calls(computed_steps)));
+        // The budget policy, told EasyCache's number of computed steps instead of
+        // τ, in its first generation: a new controller each repeat (a policy that
+        // has seen a generation calibrates on it, the next row).
+        std::string budget_pattern;
         record(methods[4 + rows_per_setting * c], timed(repeats, [&](std::size_t& calls) {
+                 easycache::controller<Eigen::VectorXf, easycache::budget_policy> budgeted(
+                     cfg, easycache::budget_policy(easycache::budget::calls(computed_steps)));
                  Eigen::VectorXf clip = sampler.run(digit, seed, budgeted);
                  calls = sampler.calls();
+                 budget_pattern.clear();
+                 for (const easycache::step_record& r : budgeted.trace())
+                   if (r.branch == 0) budget_pattern += r.action == easycache::action::skip ? '.' : 'C';
                  return clip;
                }));
-        std::string budget_pattern;
-        for (const easycache::step_record& r : budgeted.trace())
-          if (r.branch == 0) budget_pattern += r.action == easycache::action::skip ? '.' : 'C';
         patterns_csv << "\"budget policy, " << cached_settings[c].name << "\"," << digit << ',' << seed << ','
                      << cached.calls << ',' << budget_pattern << '\n';
 

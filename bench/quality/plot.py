@@ -67,7 +67,11 @@ def plot_tradeoff(rows, path):
         psnr[key].append(float(r["psnr"]))
     uncached = [k for k in seconds if k[1] == ""][0]
     families = {"EasyCache": [], "fewer steps": [], "static cache": [], "ComfyUI variant": [],
-                "EasyCache's steps, reusing v (diagnostic)": []}
+                "budget policy": [], "budget policy, calibrated": [], "linear predictor": [],
+                "last-output predictor": []}
+    prefixes = [("fewer", "fewer steps"), ("static", "static cache"),
+                ("budget policy calibrated", "budget policy, calibrated"), ("budget policy", "budget policy"),
+                ("linear predictor", "linear predictor"), ("last-output predictor", "last-output predictor")]
     for key in seconds:
         method, matched = key
         if matched == "":
@@ -79,17 +83,19 @@ def plot_tradeoff(rows, path):
         comfy = "ComfyUI" in matched
         if method == matched:
             families["ComfyUI variant" if comfy else "EasyCache"].append(point)
-        elif comfy:
+            continue
+        if comfy:
             continue  # the ComfyUI variant's own baselines would crowd the plot; they are in the table
-        elif method.startswith("fewer"):
-            families["fewer steps"].append(point)
-        elif method.startswith("static"):
-            families["static cache"].append(point)
+        for prefix, family in prefixes:
+            if method.startswith(prefix):
+                families[family].append(point)
+                break
         else:
-            families["EasyCache's steps, reusing v (diagnostic)"].append(point)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+            raise SystemExit("plot.py: no family for method %r" % method)
+    fig, ax = plt.subplots(figsize=(8, 6.2))
     styles = {"EasyCache": ("C0", "o"), "fewer steps": ("C1", "s"), "static cache": ("C2", "^"),
-              "ComfyUI variant": ("C3", "D"), "EasyCache's steps, reusing v (diagnostic)": ("C7", "x")}
+              "ComfyUI variant": ("C3", "D"), "budget policy": ("C4", "v"), "budget policy, calibrated": ("C5", "P"),
+              "linear predictor": ("C6", "*"), "last-output predictor": ("C7", "x")}
     for name, points in families.items():
         points.sort()
         if not points:
@@ -104,9 +110,9 @@ def plot_tradeoff(rows, path):
                     xytext=(5, 5), fontsize=8, color="C0")
     ax.set_xlabel("wall-clock speedup over the uncached 50-step sampler")
     ax.set_ylabel("PSNR against the uncached clip (dB)")
-    ax.set_title("Speed against fidelity (baselines at EasyCache's calls)", fontsize=11)
+    ax.set_title("Speed against fidelity (the others at EasyCache's calls; predictors at its steps)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.13))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
