@@ -78,22 +78,25 @@ inline double sum_abs_diff(const float* a, const float* b, std::size_t begin, st
   return total;
 }
 
+// The vector loops run to n rounded down to 4, the scalar tails from there: a
+// tail that starts where a `i + 4 <= n` loop stopped made g++ -O3 warn of an
+// iteration that would overflow (-Waggressive-loop-optimizations).
 template <bool Stream>
 void add(const float* x, const float* delta, float* out, float* copy, std::size_t n) noexcept {
-  std::size_t i = 0;
+  const std::size_t vector_end = n - n % 4;
   if (copy) {
-    for (; i + 4 <= n; i += 4) {
+    for (std::size_t i = 0; i < vector_end; i += 4) {
       const simd::f32x4 xi = simd::load(x + i);
       put<Stream>(copy + i, xi);
       put<Stream>(out + i, xi + simd::load(delta + i));
     }
-    for (; i < n; ++i) {
+    for (std::size_t i = vector_end; i < n; ++i) {
       copy[i] = x[i];
       out[i] = x[i] + delta[i];
     }
   } else {
-    for (; i + 4 <= n; i += 4) put<Stream>(out + i, simd::load(x + i) + simd::load(delta + i));
-    for (; i < n; ++i) out[i] = x[i] + delta[i];
+    for (std::size_t i = 0; i < vector_end; i += 4) put<Stream>(out + i, simd::load(x + i) + simd::load(delta + i));
+    for (std::size_t i = vector_end; i < n; ++i) out[i] = x[i] + delta[i];
   }
   if constexpr (Stream) simd::stream_fence();
 }
@@ -102,13 +105,13 @@ template <bool Stream>
 void add_extrapolated(const float* x, const float* delta, const float* delta_prev, float weight, float* out,
                       float* copy, std::size_t n) noexcept {
   const simd::f32x4 w = simd::splat(weight);
-  std::size_t i = 0;
-  for (; i + 4 <= n; i += 4) {
+  const std::size_t vector_end = n - n % 4;
+  for (std::size_t i = 0; i < vector_end; i += 4) {
     const simd::f32x4 xi = simd::load(x + i), di = simd::load(delta + i);
     if (copy) put<Stream>(copy + i, xi);
     put<Stream>(out + i, xi + (di + w * (di - simd::load(delta_prev + i))));
   }
-  for (; i < n; ++i) {
+  for (std::size_t i = vector_end; i < n; ++i) {
     if (copy) copy[i] = x[i];
     out[i] = x[i] + (delta[i] + weight * (delta[i] - delta_prev[i]));
   }
