@@ -84,7 +84,9 @@ fuzz() {
 memcheck() {
   echo "=== valgrind"
   local dir=build/gcc-release clean=0 total=0
-  local programs=("tests/easycache_tests" "tests/easycache_allocation_tests"
+  # Not the allocation tests: they replace the global operator new, as valgrind
+  # does, and under valgrind the two replacements mismatch (as under sanitizers).
+  local programs=("tests/easycache_tests"
                   "tests/fuzz/easycache_fuzz_replay $PWD/tests/fuzz/corpus"
                   "tests/fuzz/easycache_fuzz_api_replay $PWD/tests/fuzz/corpus_api" "examples/quickstart" "examples/guidance")
   for program in "${programs[@]}"; do
