@@ -32,4 +32,17 @@ inline Eigen::VectorXd constant(std::size_t n, double value) {
   return Eigen::VectorXd::Constant(static_cast<Eigen::Index>(n), value);
 }
 
+// The hand-checkable denoiser of the small cases: v = x + 8, so every mean-abs
+// norm is a plain number, k = |Δv| / |Δx| = 1, and ‖v_t‖ = 8 + ‖x_t‖.
+inline Eigen::VectorXd affine(const Eigen::VectorXd& x) { return (x.array() + 8.0).matrix(); }
+
+// The small configuration of the hand-checked cases: τ 0.5, warm-up 2 steps.
+inline easycache::config small_config(std::size_t steps = 8) {
+  easycache::config cfg;
+  cfg.steps = steps;
+  cfg.warmup_steps = 2;
+  cfg.threshold = 0.5;
+  return cfg;
+}
+
 }  // namespace test

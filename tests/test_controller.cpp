@@ -10,22 +10,8 @@
 using easycache::action;
 using easycache::reason;
 using Eigen::VectorXd;
-
-namespace {
-
-// Input x_t = t everywhere, denoiser v = 8 + x: every mean-abs norm is a plain
-// number, k = |Δv| / |Δx| = 1, and ‖v_t‖ = 8 + t.
-VectorXd affine(const VectorXd& x) { return (x.array() + 8.0).matrix(); }
-
-easycache::config small_config() {
-  easycache::config cfg;
-  cfg.steps = 8;
-  cfg.warmup_steps = 2;
-  cfg.threshold = 0.5;
-  return cfg;
-}
-
-}  // namespace
+using test::affine;
+using test::small_config;
 
 TEST_CASE("reference rule: hand-checked trace of an 8-step run", "[controller][spec]") {
   easycache::controller<VectorXd> cache(small_config());

@@ -16,18 +16,11 @@
 
 using Catch::Matchers::Contains;
 using Eigen::VectorXd;
+using test::affine;
+using test::small_config;
 using easycache::reason;
 
 namespace {
-VectorXd affine(const VectorXd& x) { return (x.array() + 8.0).matrix(); }
-
-easycache::config small() {
-  easycache::config cfg;
-  cfg.steps = 8;
-  cfg.warmup_steps = 2;
-  cfg.threshold = 0.5;
-  return cfg;
-}
 
 // Runs steps [from, to) of the affine trajectory.
 void run(easycache::controller<VectorXd>& cache, std::size_t from, std::size_t to, std::size_t n = 4) {
@@ -82,9 +75,9 @@ TEST_CASE("invalid configurations are refused with the value named", "[errors][c
 }
 
 TEST_CASE("reset(config) with a bad configuration changes nothing", "[errors][config]") {
-  easycache::controller<VectorXd> cache(small());
+  easycache::controller<VectorXd> cache(small_config());
   run(cache, 0, 3);
-  easycache::config bad = small();
+  easycache::config bad = small_config();
   bad.threshold = -1;
   CHECK_THROWS_AS(cache.reset(bad), easycache::error);
   CHECK(cache.configuration().threshold == 0.5);
@@ -93,7 +86,7 @@ TEST_CASE("reset(config) with a bad configuration changes nothing", "[errors][co
 }
 
 TEST_CASE("more steps than configured", "[errors][sequence]") {
-  easycache::controller<VectorXd> cache(small());
+  easycache::controller<VectorXd> cache(small_config());
   run(cache, 0, 8);
   VectorXd out;
   CHECK_THROWS_WITH(cache.step(test::constant(4, 8), out, {8}, affine),
@@ -104,7 +97,7 @@ TEST_CASE("more steps than configured", "[errors][sequence]") {
 }
 
 TEST_CASE("steps out of order and steps after reset()", "[errors][sequence]") {
-  easycache::controller<VectorXd> cache(small());
+  easycache::controller<VectorXd> cache(small_config());
   run(cache, 0, 3);
   VectorXd out;
   CHECK_THROWS_WITH(cache.step(test::constant(4, 5), out, {5}, affine), Contains("step 5 out of order: expected step 3"));
@@ -115,12 +108,12 @@ TEST_CASE("steps out of order and steps after reset()", "[errors][sequence]") {
   cache.reset();
   CHECK_THROWS_WITH(cache.step(test::constant(4, 1), out, {1}, affine),
                     Contains("step 1 without a generation in progress"));
-  easycache::controller<VectorXd> fresh(small());
+  easycache::controller<VectorXd> fresh(small_config());
   CHECK_THROWS_WITH(fresh.step(test::constant(4, 1), out, {1}, affine), Contains("generation starts at step 0"));
 }
 
 TEST_CASE("a tensor whose size changes within a generation", "[errors][shape]") {
-  easycache::controller<VectorXd> cache(small());
+  easycache::controller<VectorXd> cache(small_config());
   run(cache, 0, 3, 4);
   VectorXd out;
   CHECK_THROWS_WITH(cache.step(test::constant(5, 3), out, {3}, affine),
@@ -133,7 +126,7 @@ TEST_CASE("a tensor whose size changes within a generation", "[errors][shape]") 
 }
 
 TEST_CASE("a denoiser output of the wrong size", "[errors][shape]") {
-  easycache::controller<VectorXd> cache(small());
+  easycache::controller<VectorXd> cache(small_config());
   run(cache, 0, 1);
   VectorXd out;
   CHECK_THROWS_WITH(cache.step(test::constant(4, 1), out, {1}, [](const VectorXd&) { return test::constant(3, 1); }),
@@ -143,7 +136,7 @@ TEST_CASE("a denoiser output of the wrong size", "[errors][shape]") {
 }
 
 TEST_CASE("a denoiser that throws leaves the controller as it was", "[errors][exceptions]") {
-  easycache::controller<VectorXd> reference(small()), cache(small());
+  easycache::controller<VectorXd> reference(small_config()), cache(small_config());
   run(reference, 0, 8);
   run(cache, 0, 6);  // step 6 is a computed step (E crosses τ)
   VectorXd out;
@@ -163,7 +156,7 @@ TEST_CASE("a denoiser that throws leaves the controller as it was", "[errors][ex
 }
 
 TEST_CASE("branches out of range or before the anchor or twice", "[errors][guidance]") {
-  easycache::config cfg = small();
+  easycache::config cfg = small_config();
   cfg.branches = 2;
   easycache::controller<VectorXd> cache(cfg);
   VectorXd out;
@@ -180,17 +173,17 @@ TEST_CASE("branches out of range or before the anchor or twice", "[errors][guida
 }
 
 TEST_CASE("an output that aliases the input is refused", "[errors]") {
-  easycache::controller<VectorXd> cache(small());
+  easycache::controller<VectorXd> cache(small_config());
   VectorXd x = test::constant(4, 0);
   CHECK_THROWS_WITH(cache.step(x, x, {0}, affine), Contains("out must not share memory with x"));
   std::vector<float> memory(8);
-  easycache::controller<easycache::host_buffer<float>> raw(small());
+  easycache::controller<easycache::host_buffer<float>> raw(small_config());
   easycache::host_buffer<float> a{memory.data(), 8}, b{memory.data(), 8};
   CHECK_THROWS_WITH(raw.step(a, b, {0}, [](const auto&, auto&) {}), Contains("share memory"));
 }
 
 TEST_CASE("zero input change between computed steps: k is undefined so the step is computed", "[errors][degenerate]") {
-  easycache::controller<VectorXd> cache(small());
+  easycache::controller<VectorXd> cache(small_config());
   for (std::size_t t = 0; t < 8; ++t) {
     VectorXd out;
     cache.step(test::constant(4, 1.0), out, {t}, affine);  // x never moves
@@ -202,7 +195,7 @@ TEST_CASE("zero input change between computed steps: k is undefined so the step 
 }
 
 TEST_CASE("zero input change with a defined k is a legitimate skip", "[errors][degenerate]") {
-  easycache::controller<VectorXd> cache(small());
+  easycache::controller<VectorXd> cache(small_config());
   const double inputs[] = {0, 1, 1, 1, 1, 1, 1, 1};
   for (std::size_t t = 0; t < 8; ++t) {
     VectorXd out;
@@ -213,7 +206,7 @@ TEST_CASE("zero input change with a defined k is a legitimate skip", "[errors][d
 }
 
 TEST_CASE("a zero output norm is degenerate: computed and never divided by", "[errors][degenerate]") {
-  easycache::controller<VectorXd> cache(small());
+  easycache::controller<VectorXd> cache(small_config());
   for (std::size_t t = 0; t < 8; ++t) {
     VectorXd out;
     cache.step(test::constant(4, double(t)), out, {t}, [](const VectorXd& x) { return VectorXd::Zero(x.size()).eval(); });
@@ -224,7 +217,7 @@ TEST_CASE("a zero output norm is degenerate: computed and never divided by", "[e
 
 TEST_CASE("NaN or Inf in outputs are never cached", "[errors][degenerate]") {
   for (double bad : {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity()}) {
-    easycache::config cfg = small();
+    easycache::config cfg = small_config();
     cfg.steps = 12;
     easycache::controller<VectorXd> cache(cfg);
     std::vector<VectorXd> outputs;
@@ -249,7 +242,7 @@ TEST_CASE("NaN or Inf in outputs are never cached", "[errors][degenerate]") {
 }
 
 TEST_CASE("NaN in the input falls back to computing", "[errors][degenerate]") {
-  easycache::controller<VectorXd> cache(small());
+  easycache::controller<VectorXd> cache(small_config());
   for (std::size_t t = 0; t < 8; ++t) {
     VectorXd x = test::constant(4, double(t)), out;
     if (t == 4) x(0) = std::numeric_limits<double>::quiet_NaN();
@@ -260,7 +253,7 @@ TEST_CASE("NaN in the input falls back to computing", "[errors][degenerate]") {
 }
 
 TEST_CASE("host buffers: a null pointer with elements and an output of another size", "[errors][host]") {
-  easycache::controller<easycache::host_buffer<double>> cache(small());
+  easycache::controller<easycache::host_buffer<double>> cache(small_config());
   std::vector<double> x(4, 0.0), y(3, 0.0);
   easycache::host_buffer<double> in{x.data(), 4}, out{y.data(), 3}, null{nullptr, 4};
   CHECK_THROWS_WITH(cache.step(null, out, {0}, [](const auto&, auto&) {}), Contains("null data pointer and 4 elements"));
@@ -271,13 +264,13 @@ TEST_CASE("a non-contiguous Eigen map is refused", "[errors][eigen]") {
   using strided = Eigen::Map<Eigen::VectorXd, 0, Eigen::InnerStride<2>>;
   std::vector<double> memory(8, 1.0), output(8, 0.0);
   strided x(memory.data(), 4, Eigen::InnerStride<2>(2)), out(output.data(), 4, Eigen::InnerStride<2>(2));
-  easycache::controller<strided> cache(small());
+  easycache::controller<strided> cache(small_config());
   CHECK_THROWS_WITH(cache.step(x, out, {0}, [](const strided& in, strided& o) { o = in; }),
                     Contains("not contiguous (inner stride 2"));
 }
 
 TEST_CASE("subsampling layout that does not divide the input", "[errors][variants]") {
-  easycache::config cfg = small();
+  easycache::config cfg = small_config();
   cfg.sampling = {2, 3, 5};
   easycache::controller<VectorXd> cache(cfg);
   VectorXd out;
@@ -288,7 +281,7 @@ TEST_CASE("subsampling layout that does not divide the input", "[errors][variant
 TEST_CASE("a sampling plane whose element count overflows is refused", "[errors][config][variants]") {
   // Found by the fuzzer: height x width wrapped around to 0 and the divisibility
   // check of step 0 divided by it.
-  easycache::config cfg = small();
+  easycache::config cfg = small_config();
   cfg.sampling = {2, std::size_t{1} << 63, 2};
   CHECK_THROWS_WITH(cfg.validate(), Contains("sampling.height x sampling.width overflows"));
   CHECK_THROWS_AS(easycache::controller<VectorXd>(cfg), easycache::error);
@@ -308,7 +301,7 @@ TEST_CASE("a sampling stride beyond the tensor samples like the tensor's extent"
   const std::size_t n = 24;
   for (const layout l : {layout{0, 0, n}, layout{4, 3, 4}}) {
     for (std::size_t stride : {std::size_t{1} << 54, std::numeric_limits<std::size_t>::max(), n + 1}) {
-      easycache::config cfg = small(), same = small();
+      easycache::config cfg = small_config(), same = small_config();
       cfg.sampling = {stride, l.height, l.width};
       same.sampling = {l.equivalent_stride, l.height, l.width};
       INFO("stride " << stride << ", plane " << l.height << "x" << l.width);
@@ -333,7 +326,7 @@ TEST_CASE("a sampling stride beyond the tensor samples like the tensor's extent"
 TEST_CASE("a failed first evaluation of a branch does not fix its size", "[errors][exceptions][guidance]") {
   // Found by the fuzzer: the branch's size was recorded before its denoiser ran,
   // so after the denoiser threw, a retry with another size was refused.
-  easycache::config cfg = small();
+  easycache::config cfg = small_config();
   cfg.branches = 2;
   easycache::controller<VectorXd> cache(cfg);
   VectorXd out;
@@ -353,7 +346,7 @@ TEST_CASE("a failed first evaluation of a branch does not fix its size", "[error
 TEST_CASE("host buffers: a null output with elements is refused before anything is written", "[errors][host]") {
   // The output was checked only after the denoiser wrote into it, and a skipped
   // step wrote x + delta through the null pointer.
-  easycache::controller<easycache::host_buffer<double>> cache(small());
+  easycache::controller<easycache::host_buffer<double>> cache(small_config());
   std::vector<double> x(4), y(4);
   easycache::host_buffer<double> in{x.data(), 4}, out{y.data(), 4}, null{nullptr, 4};
   bool called = false;
@@ -379,7 +372,7 @@ TEST_CASE("host buffers: an output that overlaps the input in part is refused", 
   // Only identical pointers were refused; an output shifted by a few elements
   // let apply_delta and the denoiser overwrite inputs they had yet to read.
   std::vector<float> memory(12, 1.0f);
-  easycache::controller<easycache::host_buffer<float>> cache(small());
+  easycache::controller<easycache::host_buffer<float>> cache(small_config());
   auto copy = [](const easycache::host_buffer<float>& a, easycache::host_buffer<float>& v) {
     for (std::size_t i = 0; i < a.size; ++i) v.data[i] = a.data[i];
   };
@@ -399,7 +392,7 @@ TEST_CASE("an input change that overflows the sums makes k degenerate, not 0", "
   // later step was skipped on ε = 0 (E never grew).
   using Eigen::VectorXf;
   const Eigen::Index n = 2048;
-  easycache::controller<VectorXf> cache(small());
+  easycache::controller<VectorXf> cache(small_config());
   auto slow_model = [](std::size_t t) {
     return [t](const VectorXf& x) { return VectorXf::Constant(x.size(), 1.0f + 0.01f * float(t)).eval(); };
   };
@@ -419,8 +412,8 @@ TEST_CASE("an input change that overflows the sums makes k degenerate, not 0", "
 }
 
 TEST_CASE("tensors of 0 elements: every step is computed, nothing divides by 0", "[errors][degenerate]") {
-  easycache::controller<VectorXd> cache(small());
-  easycache::controller<easycache::host_buffer<float>> raw(small());
+  easycache::controller<VectorXd> cache(small_config());
+  easycache::controller<easycache::host_buffer<float>> raw(small_config());
   for (std::size_t t = 0; t < 8; ++t) {
     VectorXd out = test::constant(3, 1.0);
     cache.step(VectorXd(), out, {t}, affine);
@@ -439,7 +432,7 @@ TEST_CASE("NaN or ±Inf in the input: the step is computed", "[errors][degenerat
   for (double bad : {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity(),
                      -std::numeric_limits<double>::infinity()}) {
     INFO("bad value " << bad);
-    easycache::controller<VectorXd> cache(small());
+    easycache::controller<VectorXd> cache(small_config());
     for (std::size_t t = 0; t < 8; ++t) {
       VectorXd x = test::constant(4, double(t)), out;
       if (t == 4) x(0) = bad;
@@ -461,7 +454,7 @@ TEST_CASE("huge finite values whose sums overflow: degenerate, computed", "[erro
   const Eigen::Index n = 2048;
   for (bool huge_outputs : {true, false}) {
     INFO((huge_outputs ? "huge outputs" : "huge input steps"));
-    easycache::controller<VectorXf> cache(small());
+    easycache::controller<VectorXf> cache(small_config());
     for (std::size_t t = 0; t < 8; ++t) {
       const float x = huge_outputs ? float(t) : (t % 2 ? 1e37f : -1e37f);
       VectorXf out;
@@ -479,7 +472,7 @@ TEST_CASE("denormal values are ordinary numbers", "[errors][degenerate]") {
   // A homogeneous denoiser v = 2x: ε = k·dx/‖v‖ does not depend on the scale, so
   // a trajectory scaled into the denormals decides as the unscaled one.
   auto run = [](double scale) {
-    easycache::config cfg = small();
+    easycache::config cfg = small_config();
     cfg.steps = 12;
     easycache::controller<VectorXd> cache(cfg);
     for (std::size_t t = 0; t < 12; ++t) {
@@ -503,7 +496,7 @@ TEST_CASE("values near the largest finite one: a skipped x + (v - x_c) can overf
   // would, element by element, without checking it. Here v = x + 1.5e308 is
   // itself +inf at step 2, and the cached answer is +inf too. (One element:
   // with more, the sums of |v| overflow and every decision step computes.)
-  easycache::controller<VectorXd> cache(small());
+  easycache::controller<VectorXd> cache(small_config());
   const double inputs[] = {-1e300, 0.0, 0.5e308};
   VectorXd out;
   for (std::size_t t = 0; t < 3; ++t)
@@ -519,7 +512,7 @@ TEST_CASE("values near the largest finite one: a skipped x + (v - x_c) can overf
 TEST_CASE("another branch's non-finite output is replayed on its skipped steps", "[errors][degenerate][guidance]") {
   // Documented, not prevented: the statistics (and so the guards) are the
   // anchor's; another branch's cached vector is whatever its denoiser gave.
-  easycache::config cfg = small();
+  easycache::config cfg = small_config();
   cfg.branches = 2;
   easycache::controller<VectorXd> cache(cfg);
   VectorXd out;
@@ -563,7 +556,7 @@ TEST_CASE("step_info: NaN or infinite progress falls back to index / steps, outs
 }
 
 TEST_CASE("an empty window computes every step", "[errors][variants]") {
-  easycache::config cfg = small();
+  easycache::config cfg = small_config();
   cfg.threshold = 100;
   cfg.window = easycache::schedule_window{0.5, 0.5};
   easycache::controller<VectorXd> cache(cfg);
@@ -573,7 +566,7 @@ TEST_CASE("an empty window computes every step", "[errors][variants]") {
 }
 
 TEST_CASE("step_info: a NaN or infinite timestep is only recorded", "[errors][trace]") {
-  easycache::controller<VectorXd> cache(small());
+  easycache::controller<VectorXd> cache(small_config());
   const double timesteps[] = {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity(),
                               -std::numeric_limits<double>::infinity(), 1e308, 0, 0, 0, 0};
   for (std::size_t t = 0; t < 8; ++t) {
@@ -589,9 +582,9 @@ TEST_CASE("step_info: a NaN or infinite timestep is only recorded", "[errors][tr
 }
 
 TEST_CASE("reset(config) mid-generation drops it, the statistics stay until step 0", "[errors][sequence]") {
-  easycache::controller<VectorXd> cache(small());
+  easycache::controller<VectorXd> cache(small_config());
   run(cache, 0, 4);
-  easycache::config next = small();
+  easycache::config next = small_config();
   next.steps = 6;
   cache.reset(next);
   CHECK(cache.stats().steps == 4);

@@ -16,20 +16,12 @@
 
 using Catch::Matchers::Contains;
 using Eigen::VectorXd;
+using test::affine;
+using test::small_config;
 using easycache::action;
 using easycache::reason;
 
 namespace {
-
-VectorXd affine(const VectorXd& x) { return (x.array() + 8.0).matrix(); }
-
-easycache::config small(std::size_t steps = 8) {
-  easycache::config cfg;
-  cfg.steps = steps;
-  cfg.warmup_steps = 2;
-  cfg.threshold = 0.5;
-  return cfg;
-}
 
 template <class Policy>
 std::string run_affine(const easycache::config& cfg, Policy policy) {
@@ -67,7 +59,7 @@ easycache::recorded_trajectory record(std::size_t steps, std::size_t size = 64, 
 }  // namespace
 
 TEST_CASE("the reference policy alone, on plain numbers", "[policies]") {
-  easycache::config cfg = small();
+  easycache::config cfg = small_config();
   easycache::easycache_policy policy(cfg);
   easycache::step_context ctx{0, 8, 0.0, false};
   CHECK(policy.plan(ctx)->reason == reason::warmup);
@@ -93,17 +85,17 @@ TEST_CASE("the reference policy alone, on plain numbers", "[policies]") {
 }
 
 TEST_CASE("fixed interval policy", "[policies]") {
-  CHECK(run_affine(small(12), easycache::fixed_interval_policy(3)) == "CCCSSCSSCSSC");
-  CHECK(run_affine(small(12), easycache::fixed_interval_policy(1)) == "CCCCCCCCCCCC");
+  CHECK(run_affine(small_config(12), easycache::fixed_interval_policy(3)) == "CCCSSCSSCSSC");
+  CHECK(run_affine(small_config(12), easycache::fixed_interval_policy(1)) == "CCCCCCCCCCCC");
   CHECK_THROWS_WITH(easycache::fixed_interval_policy(0), Contains("interval must be >= 1 (got 0)"));
 }
 
 TEST_CASE("step mask policy and evenly spaced static caches", "[policies]") {
   const std::vector<bool> mask{true, true, false, true, false, false, false, true};
-  CHECK(run_affine(small(), easycache::step_mask_policy(mask)) == "CCSCSSSC");
+  CHECK(run_affine(small_config(), easycache::step_mask_policy(mask)) == "CCSCSSSC");
   // The controller still refuses to skip before anything was computed.
-  CHECK(run_affine(small(), easycache::step_mask_policy(std::vector<bool>(8, false))) == "CSSSSSSS");
-  CHECK_THROWS_WITH((easycache::controller<VectorXd, easycache::step_mask_policy>(small(), easycache::step_mask_policy(mask)).reset(small(9))),
+  CHECK(run_affine(small_config(), easycache::step_mask_policy(std::vector<bool>(8, false))) == "CSSSSSSS");
+  CHECK_THROWS_WITH((easycache::controller<VectorXd, easycache::step_mask_policy>(small_config(), easycache::step_mask_policy(mask)).reset(small_config(9))),
                     Contains("step_mask_policy has 8 entries for 9 steps"));
   for (std::size_t calls = 3; calls <= 20; ++calls) {
     const auto spaced = easycache::step_mask_policy::evenly_spaced(20, 2, calls);
@@ -251,7 +243,7 @@ TEST_CASE("compute budget: a refused reset(config) leaves the policy as it was",
   // reset(config) is strong. The refused configuration (16 forced steps for a
   // budget of 8) used to leave its warm-up and step count in the policy, which
   // then reserved calls for 15 warm-up steps and spent 16.
-  easycache::config cfg = small(20);
+  easycache::config cfg = small_config(20);
   easycache::controller<VectorXd, easycache::budget_policy> cache(cfg,
                                                                   easycache::budget_policy(easycache::budget::calls(8)));
   easycache::config refused = cfg;
@@ -425,9 +417,9 @@ TEST_CASE("recordings: bad files and bad use", "[policies][replay][errors]") {
   float v[2] = {1, 2};
   CHECK_THROWS_WITH(partial.record(4, 0, 0.0, v, v), Contains("step 4, branch 0 outside 4 steps"));
   partial.record(0, 0, 1.0, v, v);
-  easycache::config cfg = small(4);
+  easycache::config cfg = small_config(4);
   CHECK_THROWS_WITH(easycache::replay(partial, cfg), Contains("misses evaluations"));
-  CHECK_THROWS_WITH(easycache::replay(partial, small(5)), Contains("config has 5 steps"));
+  CHECK_THROWS_WITH(easycache::replay(partial, small_config(5)), Contains("config has 5 steps"));
   std::stringstream truncated;
   record(10).save(truncated);
   std::stringstream cut(truncated.str().substr(0, 100));
@@ -435,10 +427,10 @@ TEST_CASE("recordings: bad files and bad use", "[policies][replay][errors]") {
   // The linear predictor needs every recorded timestep finite.
   easycache::recorded_trajectory no_timesteps(4, 1, 2);
   for (std::size_t t = 0; t < 4; ++t) no_timesteps.record(t, 0, std::numeric_limits<double>::quiet_NaN(), v, v);
-  easycache::config linear = small(4);
+  easycache::config linear = small_config(4);
   linear.predictor = easycache::skip_predictor::linear_in_timestep;
   CHECK_THROWS_WITH(easycache::replay(no_timesteps, linear), Contains("needs a finite step_info::timestep"));
-  CHECK_NOTHROW(easycache::replay(no_timesteps, small(4)));
+  CHECK_NOTHROW(easycache::replay(no_timesteps, small_config(4)));
 }
 
 TEST_CASE("recordings: a header that claims more than the file holds, dimensions that overflow", "[policies][replay][errors]") {
@@ -461,7 +453,7 @@ TEST_CASE("recordings of 0-element tensors replay", "[policies][replay]") {
   easycache::recorded_trajectory empty(3, 2, 0);
   for (std::size_t t = 0; t < 3; ++t)
     for (std::size_t b = 0; b < 2; ++b) empty.record(t, b, 1.0 - double(t) / 3, nullptr, nullptr);
-  easycache::config cfg = small(3);
+  easycache::config cfg = small_config(3);
   cfg.branches = 2;
   cfg.warmup_steps = 0;
   const auto result = easycache::replay(empty, cfg);
@@ -476,17 +468,17 @@ TEST_CASE("replay: computed evaluations have no error, even where the recording 
   const float x[2] = {0.5f, 1.0f};
   const float v[2] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()};
   for (std::size_t t = 0; t < 4; ++t) recording.record(t, 0, 1.0 - double(t) / 4, x, v);
-  const auto result = easycache::replay(recording, small(4));
+  const auto result = easycache::replay(recording, small_config(4));
   CHECK(result.stats.calls == 4);
   CHECK(result.output_error == std::vector<double>(4, 0.0));
 }
 
 TEST_CASE("any_policy: chosen at run time, same decisions as the policy itself", "[policies]") {
   using any = easycache::any_policy;
-  CHECK(run_affine(small(), any()) == run_affine(small(), easycache::easycache_policy(small())));
-  CHECK(run_affine(small(12), any(easycache::fixed_interval_policy(3))) == "CCCSSCSSCSSC");
+  CHECK(run_affine(small_config(), any()) == run_affine(small_config(), easycache::easycache_policy(small_config())));
+  CHECK(run_affine(small_config(12), any(easycache::fixed_interval_policy(3))) == "CCCSSCSSCSSC");
   const std::vector<bool> mask{true, true, false, true, false, false, false, true};
-  CHECK(run_affine(small(), any(easycache::step_mask_policy(mask))) == "CCSCSSSC");
+  CHECK(run_affine(small_config(), any(easycache::step_mask_policy(mask))) == "CCSCSSSC");
   // The ComfyUI-style variant is the reference policy with the comfyui preset.
   easycache::config comfy = easycache::config::comfyui(20);
   comfy.sampling = {};
@@ -494,5 +486,5 @@ TEST_CASE("any_policy: chosen at run time, same decisions as the policy itself",
   any copy = any(easycache::fixed_interval_policy(2));
   any assigned;
   assigned = copy;
-  CHECK(run_affine(small(6), assigned) == "CCCSCC");
+  CHECK(run_affine(small_config(6), assigned) == "CCCSCC");
 }

@@ -13,22 +13,12 @@
 
 using Catch::Matchers::Contains;
 using Eigen::VectorXd;
+using test::affine;
+using test::small_config;
 using easycache::action;
 
-namespace {
-VectorXd affine(const VectorXd& x) { return (x.array() + 8.0).matrix(); }
-
-easycache::config small() {
-  easycache::config cfg;
-  cfg.steps = 8;
-  cfg.warmup_steps = 2;
-  cfg.threshold = 0.5;
-  return cfg;
-}
-}  // namespace
-
 TEST_CASE("begin_step and finish_step give the same run as step()", "[two_phase]") {
-  easycache::controller<VectorXd> manual(small()), wrapped(small());
+  easycache::controller<VectorXd> manual(small_config()), wrapped(small_config());
   int calls = 0;
   for (std::size_t t = 0; t < 8; ++t) {
     const VectorXd x = test::constant(4, double(t));
@@ -48,7 +38,7 @@ TEST_CASE("begin_step and finish_step give the same run as step()", "[two_phase]
 }
 
 TEST_CASE("an abandoned pending step takes no effect and may be begun again", "[two_phase]") {
-  easycache::controller<VectorXd> cache(small());
+  easycache::controller<VectorXd> cache(small_config());
   for (std::size_t t = 0; t < 8; ++t) {
     const VectorXd x = test::constant(4, double(t));
     VectorXd out(4);
@@ -64,7 +54,7 @@ TEST_CASE("an abandoned pending step takes no effect and may be begun again", "[
 }
 
 TEST_CASE("finish_step refuses pendings made stale by reset, the next step or another controller", "[two_phase][errors]") {
-  easycache::config cfg = small();
+  easycache::config cfg = small_config();
   cfg.branches = 2;
   easycache::controller<VectorXd> cache(cfg), other(cfg);
   const VectorXd x0 = test::constant(4, 0.0), x1 = test::constant(4, 1.0), x2 = test::constant(4, 2.0);
@@ -90,14 +80,14 @@ TEST_CASE("finish_step refuses pendings made stale by reset, the next step or an
   // Begun before reset(config) with fewer branches: an easycache::error, not std::out_of_range.
   cache.step(x0, out, {0}, affine);
   auto branch1 = cache.begin_step(x0, {0, 0.0, 1});
-  cache.reset(small());
+  cache.reset(small_config());
   cache.step(x0, out, {0}, affine);
   CHECK_THROWS_WITH(cache.finish_step(branch1, x0, late_out), Contains("not the latest begin_step"));
   CHECK(cache.stats().evaluations == 1);
 }
 
 TEST_CASE("finish_step refuses another input size or a wrong output", "[two_phase][errors]") {
-  easycache::controller<VectorXd> cache(small());
+  easycache::controller<VectorXd> cache(small_config());
   const VectorXd x = test::constant(4, 0.0);
   auto p = cache.begin_step(x, {0});
   VectorXd wrong = test::constant(3, 1.0), out = affine(x);
@@ -108,7 +98,7 @@ TEST_CASE("finish_step refuses another input size or a wrong output", "[two_phas
 }
 
 TEST_CASE("extra evaluations: without a generation, or of a branch out of range", "[two_phase][multi_evaluation][errors]") {
-  easycache::controller<VectorXd> cache(small());
+  easycache::controller<VectorXd> cache(small_config());
   easycache::step_info extra{0};
   extra.extra_evaluation = true;
   VectorXd out;
@@ -126,7 +116,7 @@ TEST_CASE("extra evaluations: without a generation, or of a branch out of range"
 TEST_CASE("finish_step checks its input and output as begin_step and step do", "[two_phase][errors][host]") {
   // A null host buffer of the begun size used to reach the commit pass (a null
   // pointer read); it is refused and the pending can still be finished.
-  easycache::controller<easycache::host_buffer<float>> cache(small());
+  easycache::controller<easycache::host_buffer<float>> cache(small_config());
   std::vector<float> values(4, 1.0f), output(4, 9.0f);
   easycache::host_buffer<float> x{values.data(), 4}, null_x{nullptr, 4}, out{output.data(), 4};
   auto p = cache.begin_step(x, {0});
@@ -141,7 +131,7 @@ TEST_CASE("finish_step checks its input and output as begin_step and step do", "
 }
 
 TEST_CASE("extra evaluations (Heun) are computed and counted but never cached", "[two_phase][multi_evaluation]") {
-  easycache::controller<VectorXd> heun(small()), plain(small());
+  easycache::controller<VectorXd> heun(small_config()), plain(small_config());
   int extra_calls = 0;
   for (std::size_t t = 0; t < 8; ++t) {
     const VectorXd x = test::constant(4, double(t));
@@ -182,7 +172,7 @@ TEST_CASE("a statistics reduction that makes a mean negative gives degenerate st
   // to give a negative ε and a skip on every decision step (E only decreased).
   // A count of 0 gives infinite or NaN means: degenerate as well.
   for (std::size_t slot : {std::size_t{0}, std::size_t{1}, easycache::statistic_slot_count}) {
-    easycache::controller<VectorXd> cache(small());
+    easycache::controller<VectorXd> cache(small_config());
     cache.set_statistics_reduction([slot](double* values, std::size_t count) {
       values[slot] = slot + 1 == count ? 0.0 : -1.0 - values[slot];
     });
@@ -198,7 +188,7 @@ TEST_CASE("a statistics reduction that makes a mean negative gives degenerate st
 TEST_CASE("several extra evaluations a step (Runge-Kutta) are all recorded", "[two_phase][multi_evaluation][trace]") {
   // The trace reserves one extra evaluation per branch and step; beyond that its
   // records used to be dropped silently (trace size != evaluations).
-  easycache::controller<VectorXd> cache(small());
+  easycache::controller<VectorXd> cache(small_config());
   for (std::size_t t = 0; t < 8; ++t) {
     VectorXd out;
     cache.step(test::constant(4, double(t)), out, {t}, affine);
@@ -219,7 +209,7 @@ TEST_CASE("a statistics reduction sees sums and count and its result decides", "
   // A hook that adds a second, identical shard: sums and count double, means stay,
   // so the decisions must not change; one that adds a shard with a huge change
   // must turn skips into computes.
-  easycache::controller<VectorXd> reference(small()), doubled(small()), disturbed(small());
+  easycache::controller<VectorXd> reference(small_config()), doubled(small_config()), disturbed(small_config());
   std::size_t calls_to_hook = 0;
   doubled.set_statistics_reduction([&](double* values, std::size_t count) {
     REQUIRE(count == easycache::statistic_slot_count + 1);
@@ -245,7 +235,7 @@ TEST_CASE("a statistics reduction sees sums and count and its result decides", "
 TEST_CASE("linear-in-timestep predictor extrapolates the cached vector", "[two_phase][predictor]") {
   // Δ(σ) = 3σ + 1 exactly (v = x + 3σ + 1): the linear predictor is exact, the
   // constant one is off by 3·(σ − σ_last).
-  easycache::config cfg = small();
+  easycache::config cfg = small_config();
   cfg.threshold = 10;
   easycache::config linear = cfg;
   linear.predictor = easycache::skip_predictor::linear_in_timestep;
@@ -270,7 +260,7 @@ TEST_CASE("linear-in-timestep predictor extrapolates the cached vector", "[two_p
 TEST_CASE("last-output predictor returns each branch's last computed output", "[two_phase][predictor]") {
   // v = x + 3σ + 1 on branch 0 and v = 2y − σ on branch 1 (with its own input y):
   // a skip returns v of the branch's last computed step, not x_t + Δ.
-  easycache::config cfg = small();
+  easycache::config cfg = small_config();
   cfg.threshold = 10;
   cfg.branches = 2;
   cfg.predictor = easycache::skip_predictor::last_output;
@@ -299,7 +289,7 @@ TEST_CASE("linear predictor: timesteps whose differences overflow fall back to t
   // Computed at t = 1e308 and -1e308, skipped at 1e308 again: the weight is
   // inf / -inf = NaN, and x + Δa + NaN·(Δa − Δb) was NaN everywhere although
   // Δa = Δb. A non-finite weight now gives x + Δa.
-  easycache::config cfg = small();
+  easycache::config cfg = small_config();
   cfg.threshold = std::numeric_limits<double>::infinity();
   cfg.predictor = easycache::skip_predictor::linear_in_timestep;
   easycache::controller<VectorXd> cache(cfg);
@@ -314,7 +304,7 @@ TEST_CASE("linear predictor: timesteps whose differences overflow fall back to t
 }
 
 TEST_CASE("the linear predictor needs timesteps", "[two_phase][predictor][errors]") {
-  easycache::config cfg = small();
+  easycache::config cfg = small_config();
   cfg.predictor = easycache::skip_predictor::linear_in_timestep;
   easycache::controller<VectorXd> cache(cfg);
   VectorXd out;
@@ -330,7 +320,7 @@ TEST_CASE("the linear predictor needs timesteps", "[two_phase][predictor][errors
 }
 
 TEST_CASE("linear predictor: two computes at one timestep, or timesteps 1e-300 apart", "[two_phase][predictor]") {
-  easycache::config cfg = small();
+  easycache::config cfg = small_config();
   cfg.threshold = std::numeric_limits<double>::infinity();
   cfg.predictor = easycache::skip_predictor::linear_in_timestep;
   // The same timestep twice: no slope to extrapolate with, x + Δa.

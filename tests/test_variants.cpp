@@ -7,11 +7,8 @@
 #include "helpers.hpp"
 
 using Eigen::VectorXd;
+using test::affine;
 using easycache::reason;
-
-namespace {
-VectorXd affine(const VectorXd& x) { return (x.array() + 8.0).matrix(); }
-}  // namespace
 
 TEST_CASE("defaults are the reference's rules", "[variants][config]") {
   const easycache::config c;
