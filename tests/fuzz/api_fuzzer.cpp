@@ -79,12 +79,12 @@
 #include <easycache/host_buffer.hpp>
 #include <easycache/replay.hpp>
 
+#include "fuzz_check.hpp"
 #include "fuzz_input.hpp"
 
 namespace {
 
-// The configuration and the call being checked, printed with a violation.
-std::string context;
+using fuzz::context;
 
 // What the inputs exercised, for the replay program's summary.
 struct tally {
@@ -93,17 +93,6 @@ struct tally {
               budgets_met = 0, mask_replays = 0, batch_steps = 0, batch_resumed = 0, loads = 0, loads_refused = 0,
               trajectory_replays = 0;
 } seen;
-
-[[noreturn]] void violated(const char* condition, const char* what, int line) {
-  std::fprintf(stderr, "invariant violated (line %d): %s\n  check: %s\n  context: %s\n", line, what, condition,
-               context.c_str());
-  std::abort();
-}
-
-#define FUZZ_CHECK(condition, what)                          \
-  do {                                                       \
-    if (!(condition)) violated(#condition, (what), __LINE__); \
-  } while (false)
 
 struct denoiser_failure {};  // what the fuzzed denoiser throws
 struct hook_failure {};      // what the fuzzed statistics reduction throws

@@ -47,29 +47,18 @@
 #include <easycache/eigen.hpp>
 #include <easycache/host_buffer.hpp>
 
+#include "fuzz_check.hpp"
 #include "fuzz_input.hpp"
 
 namespace {
 
-// The configuration and the call being checked, printed with a violation.
-std::string context;
+using fuzz::context;
 
 // What the inputs exercised, for the replay program's summary.
 struct tally {
   std::size_t runs = 0, calls = 0, computed = 0, skipped = 0, forced = 0, refused = 0, denoiser_threw = 0,
               callback_threw = 0, configs_refused = 0, resets = 0, statistics_checked = 0;
 } seen;
-
-[[noreturn]] void violated(const char* condition, const char* what, int line) {
-  std::fprintf(stderr, "invariant violated (line %d): %s\n  check: %s\n  context: %s\n", line, what, condition,
-               context.c_str());
-  std::abort();
-}
-
-#define FUZZ_CHECK(condition, what)                          \
-  do {                                                       \
-    if (!(condition)) violated(#condition, (what), __LINE__); \
-  } while (false)
 
 struct denoiser_failure {};  // what the fuzzed denoiser throws
 struct callback_failure {};  // what the fuzzed decision callback throws
