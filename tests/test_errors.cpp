@@ -90,26 +90,37 @@ TEST_CASE("more steps than configured", "[errors][sequence]") {
   run(cache, 0, 8);
   VectorXd out;
   CHECK_THROWS_WITH(cache.step(test::constant(4, 8), out, {8}, affine),
-                    Contains("step 8 out of range: config.steps is 8"));
+                    Contains("step 8 out of range: the schedule has 8 steps (config.steps"));
   // Usable: a new generation starts at step 0.
   run(cache, 0, 8);
   CHECK(test::pattern(cache.trace()) == "CCSSSSCC");
 }
 
-TEST_CASE("steps out of order and steps after reset()", "[errors][sequence]") {
+TEST_CASE("step sequence: a repeat is refused, a gap is computed, an earlier step or reset() starts anew",
+          "[errors][sequence]") {
   easycache::controller<VectorXd> cache(small_config());
   run(cache, 0, 3);
   VectorXd out;
-  CHECK_THROWS_WITH(cache.step(test::constant(4, 5), out, {5}, affine), Contains("step 5 out of order: expected step 3"));
-  CHECK_THROWS_WITH(cache.step(test::constant(4, 2), out, {2}, affine), Contains("step 2 out of order"));
-  run(cache, 3, 8);  // the failed calls changed nothing
-  CHECK(test::pattern(cache.trace()) == "CCSSSSCC");
+  CHECK_THROWS_WITH(cache.step(test::constant(4, 2), out, {2}, affine),
+                    Contains("branch 0 evaluated twice at step 2") && Contains("extra_evaluation"));
+  run(cache, 3, 4);  // the refused call changed nothing: step 3 skips as before
+  CHECK(test::pattern(cache.trace()) == "CCSS");
+  // Step 4 left out: step 5 is computed, whatever E says, and the rest goes on.
+  run(cache, 5, 8);
+  CHECK(test::pattern(cache.trace()) == "CCSSCSC");
+  CHECK(cache.trace()[4].step == 5);
+  CHECK(cache.trace()[4].reason == easycache::reason::out_of_sequence);
 
+  // An earlier step begins a new generation there; so does any step after reset().
+  run(cache, 0, 3);
+  CHECK(cache.stats().steps == 3);
   cache.reset();
-  CHECK_THROWS_WITH(cache.step(test::constant(4, 1), out, {1}, affine),
-                    Contains("step 1 without a generation in progress"));
+  cache.step(test::constant(4, 1), out, {1}, affine);
+  CHECK(cache.stats().steps == 1);
+  CHECK(cache.trace().front().reason == easycache::reason::warmup);
   easycache::controller<VectorXd> fresh(small_config());
-  CHECK_THROWS_WITH(fresh.step(test::constant(4, 1), out, {1}, affine), Contains("generation starts at step 0"));
+  fresh.step(test::constant(4, 1), out, {1}, affine);
+  CHECK(fresh.stats().steps == 1);
 }
 
 TEST_CASE("a tensor whose size changes within a generation", "[errors][shape]") {
@@ -589,7 +600,10 @@ TEST_CASE("reset(config) mid-generation drops it, the statistics stay until step
   cache.reset(next);
   CHECK(cache.stats().steps == 4);
   VectorXd out;
-  CHECK_THROWS_WITH(cache.step(test::constant(4, 4), out, {4}, affine), Contains("without a generation in progress"));
+  // Step 4 does not continue the dropped generation: a new one (6 steps) begins there.
+  cache.step(test::constant(4, 4), out, {4}, affine);
+  CHECK(cache.stats().steps == 1);
+  CHECK(cache.trace().front().reason == easycache::reason::warmup);
   run(cache, 0, 6);
   CHECK(test::pattern(cache.trace()) == "CCSSSC");
 }

@@ -2,6 +2,7 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <limits>
@@ -64,9 +65,11 @@ struct config {
   /// τ: the tolerance on the accumulated predicted error E. 0 computes every
   /// step; +infinity skips every step that the forced rules allow.
   double threshold = 0.05;
-  /// R: the first R steps are always computed.
+  /// R: the first R steps of each generation are always computed (counted from
+  /// the generation's first step, which img2img may put mid-schedule).
   std::size_t warmup_steps = 10;
-  /// N: steps in one generation. The last step (N − 1) is always computed.
+  /// N: steps in the sampler's schedule, unless step_info::steps says otherwise
+  /// for a generation. The last step (N − 1) is always computed.
   std::size_t steps = 50;
   /// Denoiser calls per step (guidance branches). Branch 0 decides for all.
   std::size_t branches = 1;
@@ -88,22 +91,40 @@ struct config {
   /// Costs one extra read of the input and the previous input on those steps.
   bool measure_forced_steps = false;
 
-  /// Reference settings for Wan2.1 T2V: τ 0.05, R 10, two calls a step (cond, uncond).
+  /// The warm-up a preset uses for a schedule of `steps` steps: the reference's
+  /// `reference_warmup` (tuned for 50 steps) at 50 steps or more, and the same
+  /// share of a shorter schedule, rounded up, at least 1: 10 of 50 gives 2 of
+  /// 8 and 1 of 4. Never more than `steps`, so every preset is valid for any
+  /// steps >= 1 (few-step distilled models included).
+  static std::size_t warmup_for(std::size_t steps, std::size_t reference_warmup,
+                                std::size_t reference_steps = 50) noexcept {
+    if (steps >= reference_steps || reference_steps == 0) return std::min(reference_warmup, steps);
+    const std::size_t scaled = (reference_warmup * steps + reference_steps - 1) / reference_steps;
+    return std::min(steps, std::max<std::size_t>(1, scaled));
+  }
+
+  /// Reference settings for Wan2.1 T2V: τ 0.05, R 10 (at 50 steps; see
+  /// warmup_for), two calls a step (cond, uncond).
   static config wan21(std::size_t steps = 50) {
     config c;
     c.threshold = 0.05;
-    c.warmup_steps = 10;
+    c.warmup_steps = warmup_for(steps, 10);
     c.steps = steps;
     c.branches = 2;
     return c;
   }
-  /// Reference settings for Wan2.1 I2V: as wan21() with 40 steps.
-  static config wan21_i2v(std::size_t steps = 40) { return wan21(steps); }
-  /// Reference settings for HunyuanVideo: τ 0.025, R 5, one (batched) call a step.
+  /// Reference settings for Wan2.1 I2V: as wan21() with 40 steps (R 10 at 40 steps or more).
+  static config wan21_i2v(std::size_t steps = 40) {
+    config c = wan21(steps);
+    c.warmup_steps = warmup_for(steps, 10, 40);  // the reference's I2V runs R 10 at 40 steps
+    return c;
+  }
+  /// Reference settings for HunyuanVideo: τ 0.025, R 5 (at 50 steps; see
+  /// warmup_for), one (batched) call a step.
   static config hunyuan_video(std::size_t steps = 50) {
     config c;
     c.threshold = 0.025;
-    c.warmup_steps = 5;
+    c.warmup_steps = warmup_for(steps, 5);
     c.steps = steps;
     c.branches = 1;
     return c;

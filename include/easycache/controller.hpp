@@ -19,6 +19,7 @@
 #include "trace.hpp"
 #include "types.hpp"
 #include "detail/format.hpp"
+#include "detail/generation.hpp"
 #include "detail/invoke.hpp"
 #include "detail/macros.hpp"
 
@@ -96,6 +97,7 @@ class controller {
     step_record record_{};
     std::size_t size_ = 0;
     std::uint64_t serial_ = 0;
+    std::uint64_t anchor_serial_ = 0;  // other branches: the anchor evaluation whose verdict they follow
     const controller* owner_ = nullptr;
   };
 
@@ -150,8 +152,19 @@ class controller {
     const pending p = begin_step(x, info);
     if (p.compute()) {
       constexpr int form = detail::denoiser_form<Denoiser, Tensor>();
-      if constexpr (form == detail::form_out_info || form == detail::form_out) prepare_output(out, x);
-      detail::invoke_denoiser<form>(denoiser, x, out, info);
+      try {
+        if constexpr (form == detail::form_out_info || form == detail::form_out) {
+          prepare_output(out, x);
+          detail::invoke_denoiser<form>(denoiser, x, out, info);
+        } else if constexpr (form == detail::form_return_info) {
+          assign_result(x, out, denoiser(x, info), info);
+        } else {
+          assign_result(x, out, denoiser(x), info);
+        }
+      } catch (...) {
+        note_failure(p);
+        throw;
+      }
     }
     finish_step(p, x, out);
   }
@@ -176,11 +189,14 @@ class controller {
   /// abandoned pending step (say, the model threw) is simply begun again.
   /// Throws easycache::error for the same bad input as step().
   pending begin_step(const Tensor& x, const step_info& info) {
+    check_live();
     if (info.branch >= config_.branches)
       throw error(detail::message("branch ", info.branch, " out of range: config.branches is ", config_.branches));
-    if (info.index >= config_.steps)
-      throw error(detail::message("step ", info.index, " out of range: config.steps is ", config_.steps,
-                                  " (steps are 0-based; call reset(config) to change the step count)"));
+    const std::size_t steps = schedule_steps(info);
+    if (info.index >= steps)
+      throw error(detail::message("step ", info.index, " out of range: the schedule has ", steps, " steps (",
+                                  info.steps ? "step_info::steps" : "config.steps",
+                                  "; steps are 0-based; pass step_info::steps for a schedule of another length)"));
     if (config_.predictor == skip_predictor::linear_in_timestep && !info.extra_evaluation &&
         !std::isfinite(info.timestep))
       throw error(detail::message("the linear_in_timestep predictor needs a finite step_info::timestep (got ",
@@ -192,7 +208,8 @@ class controller {
     if (info.extra_evaluation) {
       if (!in_generation_)
         throw error(detail::message("extra evaluation at step ", info.index,
-                                    " without a generation in progress: a generation starts at step 0"));
+                                    " without a generation in progress: a generation starts with branch 0's "
+                                    "evaluation of a step"));
       p.verdict_ = verdict{action::compute, reason::extra_evaluation};
       p.record_ = make_record(info);
     } else if (info.branch == 0) {
@@ -202,7 +219,16 @@ class controller {
     }
     p.serial_ = ++serial_;
     p.owner_ = this;
-    (info.extra_evaluation ? extra_serial_ : branches_[info.branch].open_serial) = p.serial_;
+    if (info.extra_evaluation) {
+      extra_serial_ = p.serial_;
+    } else if (info.branch == 0) {
+      anchor_open_serial_ = p.serial_;
+      anchor_open_step_ = info.index;
+      anchor_open_verdict_ = p.verdict_;
+    } else {
+      branches_[info.branch].open_serial = p.serial_;
+      branches_[info.branch].open_step = info.index;
+    }
     return p;
   }
 
@@ -216,16 +242,25 @@ class controller {
   /// another size or refused by the backend's check (as in begin_step), or an
   /// output of the wrong size; the controller is then unchanged.
   void finish_step(const pending& p, const Tensor& x, Tensor& out) {
+    check_live();
     const step_info& info = p.info_;
     const bool current = p.owner_ == this && p.serial_ != 0 && in_generation_ &&
-                         (info.extra_evaluation || info.branch < branches_.size()) &&
-                         (info.extra_evaluation ? extra_serial_ : branches_[info.branch].open_serial) == p.serial_;
+                         (info.extra_evaluation || info.branch < branches_.size()) && open_serial_of(info) == p.serial_;
     if (!current)
       throw error(detail::message("finish_step for step ", info.index, ", branch ", info.branch,
                                   " that is not the latest begin_step of that branch (finished or begun again "
                                   "already, or stale after reset(), a new generation, the next step, or from another "
                                   "controller)"));
-    std::uint64_t& open = info.extra_evaluation ? extra_serial_ : branches_[info.branch].open_serial;
+    if (!info.extra_evaluation && info.branch != 0 && p.anchor_serial_ != 0 &&
+        p.anchor_serial_ != finished_anchor_serial_) {
+      if (p.anchor_serial_ == anchor_open_serial_)
+        throw error(detail::message("finish_step for branch ", info.branch, " at step ", info.index,
+                                    " before branch 0 of that step has finished: begin the branches in any order "
+                                    "after branch 0, then finish branch 0 first"));
+      throw error(detail::message("finish_step for branch ", info.branch, " at step ", info.index,
+                                  ": branch 0 of that step was begun again since this branch began; begin it again"));
+    }
+    std::uint64_t& open = open_serial_of(info);
     check_distinct(x, out, info);
     if constexpr (detail::has_check<Tensor>::value) traits::check(x);
     check_output_before_writing(out);
@@ -274,13 +309,16 @@ class controller {
   /// Buffers are kept for reuse when the next generation has the same sizes;
   /// stats() and trace() keep describing the dropped generation. No-throw.
   void reset() noexcept {
+    if (!live_) return;
     in_generation_ = false;
+    sequence_.stop();
     policy_.reset();
   }
 
   /// Takes a new configuration (validated first) and resets. Strong: on an
   /// easycache::error, or if building the policy from it throws, nothing changes.
   void reset(const config& cfg) {
+    check_live();
     config next = validated(cfg);
     configure_policy(next);
     config_ = next;
@@ -320,8 +358,10 @@ class controller {
     double timestep_last = 0;
     double timestep_prev = 0;
     std::uint64_t open_serial = 0;  // the pending step begun and not finished
-    bool allocated = false;         // sized for the current generation
-    bool done = false;              // evaluated in the current step
+    std::size_t open_step = detail::no_step;          // ... and its step
+    std::size_t last_step = detail::no_step;          // the step of its last finished evaluation
+    std::size_t last_compute_step = detail::no_step;  // the step its cached vector is from
+    bool allocated = false;                           // sized for the current generation
   };
 
   static config validated(const config& cfg) {
@@ -372,6 +412,40 @@ class controller {
                                   "): the denoiser would overwrite the input the cache needs"));
   }
 
+  void check_live() const {
+    if (!live_)
+      throw error("easycache: this controller was moved from; assign a controller to it before using it again");
+  }
+
+  std::size_t schedule_steps(const step_info& info) const noexcept { return info.steps ? info.steps : config_.steps; }
+
+  std::uint64_t& open_serial_of(const step_info& info) {
+    if (info.extra_evaluation) return extra_serial_;
+    return info.branch == 0 ? anchor_open_serial_ : branches_[info.branch].open_serial;
+  }
+
+  // A returned output is checked before it reaches `out`, so that a refused one
+  // (the denoiser returned its input, or a view of it) leaves `out` as it was.
+  template <class Result>
+  void assign_result(const Tensor& x, Tensor& out, Result&& result, const step_info& info) {
+    if constexpr (detail::has_same_storage<Tensor>::value &&
+                  std::is_same_v<std::remove_cv_t<std::remove_reference_t<Result>>, Tensor>) {
+      if (&result == &x || traits::same_storage(x, result))
+        throw error(detail::message("the denoiser returned its input, or a tensor sharing its memory (step ",
+                                    info.index, ", branch ", info.branch,
+                                    "): the cache needs the input unchanged; return a new tensor"));
+    }
+    out = std::forward<Result>(result);
+  }
+
+  // The denoiser threw: a loop that logs the failure and goes on evaluates the
+  // other branches of this step and then the next step, which are computed.
+  void note_failure(const pending& p) noexcept {
+    if (p.info_.extra_evaluation || p.info_.branch != 0 || anchor_open_serial_ != p.serial_) return;
+    anchor_open_serial_ = 0;
+    anchor_failed_step_ = p.info_.index;
+  }
+
   static step_record make_record(const step_info& info) {
     step_record record;
     record.step = info.index;
@@ -382,14 +456,14 @@ class controller {
 
   double progress_of(const step_info& info) const noexcept {
     if (std::isfinite(info.progress)) return info.progress;
-    return static_cast<double>(info.index) / static_cast<double>(config_.steps);
+    return static_cast<double>(info.index) / static_cast<double>(schedule_steps(info));
   }
 
   bool predicts_linearly() const noexcept { return config_.predictor == skip_predictor::linear_in_timestep; }
   bool reuses_output() const noexcept { return config_.predictor == skip_predictor::last_output; }
 
   // Everything a new generation needs; buffers are reused when the sizes match.
-  void start_generation(const Tensor& x, std::size_t size) {
+  void start_generation(const Tensor& x, std::size_t size, std::size_t first, std::size_t steps) {
     const auto& s = config_.sampling;
     if (s.height != 0 && size % (s.height * s.width) != 0)
       throw error(detail::message("input of ", size, " elements is not a whole number of ", s.height, "x", s.width,
@@ -397,6 +471,7 @@ class controller {
     // The previous generation ends here, its statistics and trace with it, so
     // that a failing allocation below leaves them empty and consistent.
     in_generation_ = false;
+    sequence_.stop();
     stats_ = statistics{};
     trace_.clear();
     policy_.reset();
@@ -407,12 +482,14 @@ class controller {
     for (branch_state& b : branches_) {
       b.allocated = false;
       b.computes = 0;
-      b.done = false;
       b.open_serial = 0;
+      b.open_step = b.last_step = b.last_compute_step = detail::no_step;
     }
     extra_serial_ = 0;
+    anchor_open_serial_ = finished_anchor_serial_ = 0;
+    anchor_failed_step_ = anchor_last_compute_step_ = detail::no_step;
     // Room for one record per evaluation, and one extra evaluation per branch and step (finish_step grows it beyond).
-    if (config_.record_trace) trace_.reserve(2 * config_.steps * config_.branches);
+    if (config_.record_trace) trace_.reserve(2 * (steps - first) * config_.branches);
     traits::allocate(x_last_, x);
     if (config_.input_change == input_change_reference::previous_step) traits::allocate(x_prev_, x);
     traits::prepare(workspace_, x);
@@ -425,6 +502,7 @@ class controller {
     commit_measured_ = false;
     transformation_rate_ = std::numeric_limits<double>::quiet_NaN();
     output_norm_ = std::numeric_limits<double>::quiet_NaN();
+    sequence_.start(first, steps);
     in_generation_ = true;
   }
 
@@ -468,26 +546,24 @@ class controller {
 
   void begin_anchor(const Tensor& x, pending& p) {
     const step_info& info = p.info_;
-    if (info.index != 0) {
-      if (!in_generation_)
-        throw error(detail::message("step ", info.index,
-                                    " without a generation in progress: a generation starts at step 0"));
-      if (info.index != stats_.steps)
-        throw error(detail::message("step ", info.index, " out of order: expected step ", stats_.steps,
-                                    " (or step 0 to start a new generation)"));
+    const std::size_t steps = schedule_steps(info);
+    const detail::step_kind kind =
+        in_generation_ ? sequence_.classify(info.index, steps) : detail::step_kind::start;
+    if (kind != detail::step_kind::start) {
       if (p.size_ != anchor_size_)
         throw error(detail::message("input size changed within a generation: ", p.size_, " elements at step ",
                                     info.index, ", ", anchor_size_,
-                                    " before (start a new generation at step 0 to change sizes)"));
+                                    " before (call reset() to start a new generation with other sizes)"));
       if constexpr (detail::has_check_compatible<Tensor>::value) traits::check_compatible(x, x_last_);
     } else {
-      start_generation(x, p.size_);
+      start_generation(x, p.size_, info.index, steps);
     }
     const branch_state& anchor = branches_[0];
 
     step_context& ctx = p.context_;
     ctx.step = info.index;
-    ctx.steps = config_.steps;
+    ctx.steps = steps;
+    ctx.first_step = sequence_.first();
     ctx.progress = progress_of(info);
     ctx.has_history = computes_ >= 2 && has_prev_ && anchor.computes > 0;
 
@@ -495,6 +571,10 @@ class controller {
     record = make_record(info);
 
     std::optional<verdict> planned = policy_.plan(ctx);
+    // After a step that was not taken, dx would span several steps and the
+    // cached vector is older than the rule assumes: compute.
+    if (kind == detail::step_kind::gap && (!planned || planned->action == action::skip))
+      planned = verdict{action::compute, reason::out_of_sequence};
     const bool can_measure = config_.input_change == input_change_reference::previous_step ? has_prev_ : computes_ > 0;
     verdict chosen;
     if (!planned || (config_.measure_forced_steps && can_measure)) {
@@ -526,14 +606,22 @@ class controller {
 
   void begin_branch(const Tensor& x, pending& p) {
     const step_info& info = p.info_;
-    if (!in_generation_ || stats_.steps == 0 || info.index + 1 != stats_.steps)
-      throw error(detail::message("branch ", info.branch, " at step ", info.index,
-                                  " before branch 0 of that step: branch 0 (the anchor) must be evaluated first",
-                                  in_generation_ && stats_.steps ? " (current step is " : "",
-                                  in_generation_ && stats_.steps ? std::to_string(stats_.steps - 1) : "",
-                                  in_generation_ && stats_.steps ? ")" : ""));
     const branch_state& branch = branches_[info.branch];
-    if (branch.done)
+    const bool anchor_open = in_generation_ && anchor_open_serial_ != 0 && anchor_open_step_ == info.index;
+    const bool anchor_finished = in_generation_ && sequence_.last() == info.index;
+    const bool anchor_failed = in_generation_ && anchor_failed_step_ == info.index;
+    if (!anchor_open && !anchor_finished && !anchor_failed) {
+      const std::size_t current = in_generation_ ? sequence_.last() : detail::no_step;
+      throw error(detail::message("branch ", info.branch, " at step ", info.index,
+                                  " before branch 0 of that step: branch 0 (the anchor) must be begun first",
+                                  current != detail::no_step ? " (current step is " : "",
+                                  current != detail::no_step ? std::to_string(current) : "",
+                                  current != detail::no_step ? ")" : ""));
+    }
+    if (info.steps != 0 && info.steps != sequence_.steps())
+      throw error(detail::message("step_info::steps of branch ", info.branch, " is ", info.steps, " at step ",
+                                  info.index, "; branch 0's schedule has ", sequence_.steps()));
+    if (branch.last_step == info.index)
       throw error(detail::message("branch ", info.branch, " evaluated twice at step ", info.index,
                                   " (mark the second evaluation of a multi-evaluation sampler with "
                                   "step_info::extra_evaluation)"));
@@ -544,9 +632,24 @@ class controller {
       if (branch.allocated) traits::check_compatible(x, branch.delta);
     }
     p.record_ = make_record(info);
-    p.verdict_ = decision_;
-    if (p.verdict_.action == action::skip && (!branch.allocated || branch.computes == 0))
-      p.verdict_ = verdict{action::compute, reason::no_history};
+    if (anchor_open) {
+      // Both decisions before one batched model call (two-phase API).
+      p.verdict_ = anchor_open_verdict_;
+      p.anchor_serial_ = anchor_open_serial_;
+    } else if (anchor_finished) {
+      p.verdict_ = decision_;
+      p.anchor_serial_ = finished_anchor_serial_;
+    } else {
+      p.verdict_ = verdict{action::compute, reason::out_of_sequence};
+    }
+    if (p.verdict_.action == action::skip) {
+      if (!branch.allocated || branch.computes == 0) {
+        p.verdict_ = verdict{action::compute, reason::no_history};
+      } else if (branch.last_compute_step == detail::no_step || branch.last_compute_step < anchor_last_compute_step_) {
+        // The anchor's criterion bounds the drift since its own last compute only.
+        p.verdict_ = verdict{action::compute, reason::stale_branch};
+      }
+    }
   }
 
   void finish_anchor(const pending& p, const Tensor& x, Tensor& out) {
@@ -571,14 +674,18 @@ class controller {
       has_prev_ = true;
       prev_is_last_ = true;
       computed(anchor, p.info_);
+      anchor_last_compute_step_ = p.info_.index;
     }
     policy_.commit(p.context_, chosen);
-    // The step has ended for every branch: their pending evaluations of it are stale.
-    for (branch_state& b : branches_) {
-      b.done = false;
-      b.open_serial = 0;
-    }
-    anchor.done = true;
+    sequence_.taken(p.info_.index);
+    // The previous step has ended for every branch: their pending evaluations of
+    // it are stale (those of this step, begun before this finish, stay).
+    for (branch_state& b : branches_)
+      if (b.open_step != p.info_.index) b.open_serial = 0;
+    anchor.last_step = p.info_.index;
+    anchor_open_serial_ = 0;
+    anchor_failed_step_ = detail::no_step;
+    finished_anchor_serial_ = p.serial_;
     decision_ = chosen;
     ++stats_.reasons[static_cast<std::size_t>(chosen.reason)];
     ++stats_.steps;
@@ -604,7 +711,7 @@ class controller {
     } else {
       guarded([&] { skip_output(branch, x, out, nullptr, p.info_); });
     }
-    branch.done = true;
+    branch.last_step = p.info_.index;
     step_record record = p.record_;
     record.action = p.verdict_.action;
     record.reason = p.verdict_.reason;
@@ -644,6 +751,7 @@ class controller {
 
   static void computed(branch_state& branch, const step_info& info) noexcept {
     ++branch.computes;
+    branch.last_compute_step = info.index;
     branch.timestep_prev = branch.timestep_last;
     branch.timestep_last = info.timestep;
   }
@@ -665,6 +773,7 @@ class controller {
       pass();
     } catch (...) {
       in_generation_ = false;
+      sequence_.stop();
       throw;
     }
   }
@@ -695,6 +804,14 @@ class controller {
   std::size_t computes_ = 0;  // anchor computed steps in this generation
   std::uint64_t serial_ = 0;  // numbers the pending steps
   std::uint64_t extra_serial_ = 0;
+  detail::generation_sequence sequence_;
+  std::uint64_t anchor_open_serial_ = 0;      // the anchor's pending step begun and not finished
+  std::size_t anchor_open_step_ = 0;          // ... its step
+  verdict anchor_open_verdict_{};             // ... and its verdict (other branches may begin before it finishes)
+  std::uint64_t finished_anchor_serial_ = 0;  // the anchor's pending step finished last
+  std::size_t anchor_failed_step_ = detail::no_step;        // the anchor's denoiser threw at this step
+  std::size_t anchor_last_compute_step_ = detail::no_step;  // the step the anchor's cached vector is from
+  detail::live_flag live_;
   bool in_generation_ = false;
   bool has_prev_ = false;
   bool prev_is_last_ = false;     // the previous input equals x_last_ (the previous step was computed)

@@ -26,11 +26,14 @@ namespace easycache {
 
 /// What is known when a step begins, before anything is measured.
 struct step_context {
-  std::size_t step = 0;   ///< 0-based index
-  std::size_t steps = 0;  ///< N
+  std::size_t step = 0;   ///< 0-based index in the sampler's schedule
+  std::size_t steps = 0;  ///< N: the schedule's length (step_info::steps, or config.steps)
   double progress = 0;    ///< position in [0, 1] (step_info::progress or step / steps)
   /// dx, k and ‖v‖ can be measured: two computed steps and a previous input exist.
   bool has_history = false;
+  /// Index of the generation's first step (0, or where img2img starts); the
+  /// warm-up counts from here.
+  std::size_t first_step = 0;
 };
 
 /// Statistics of the anchor branch, all finite, k and output_norm > 0.
@@ -64,7 +67,7 @@ struct forced_steps {
         return verdict{action::compute, reason::outside_window};
       return std::nullopt;
     }
-    if (ctx.step < warmup_steps) return verdict{action::compute, reason::warmup};
+    if (ctx.step - ctx.first_step < warmup_steps) return verdict{action::compute, reason::warmup};
     if (ctx.step + 1 >= ctx.steps) return verdict{action::compute, reason::last_step};
     return std::nullopt;
   }
@@ -150,7 +153,8 @@ class fixed_interval_policy {
 
   std::optional<verdict> plan(const step_context& ctx) const {
     if (auto forced = forced_(ctx)) return forced;
-    const std::size_t since = ctx.step - std::min(ctx.step, forced_.warmup_steps);
+    const std::size_t position = ctx.step - ctx.first_step;
+    const std::size_t since = position - std::min(position, forced_.warmup_steps);
     return verdict{since % interval_ == 0 ? action::compute : action::skip, reason::policy};
   }
   verdict decide(const step_context&, const step_measurement&) const { return verdict{action::compute, reason::policy}; }
@@ -208,6 +212,9 @@ class step_mask_policy {
   }
 
   std::optional<verdict> plan(const step_context& ctx) const {
+    if (ctx.steps != compute_.size())
+      throw error(detail::message("step_mask_policy has ", compute_.size(), " entries for a schedule of ", ctx.steps,
+                                  " steps"));
     const bool compute = ctx.step >= compute_.size() || compute_[ctx.step];
     return verdict{compute ? action::compute : action::skip, reason::policy};
   }
@@ -309,6 +316,9 @@ class budget_policy {
   }
 
   std::optional<verdict> plan(const step_context& ctx) const {
+    if (ctx.steps != steps_)
+      throw error(detail::message("budget_policy is configured for ", steps_, " steps; this generation's schedule has ",
+                                  ctx.steps, " (reset(config) with its step count)"));
     if (auto forced = forced_(ctx)) return forced;
     const std::size_t available = available_calls(ctx);
     if (!ctx.has_history) {
