@@ -49,8 +49,15 @@ struct placeholder_traits {
 ///
 /// Each call of step() either calls the denoiser or returns the input plus the
 /// transformation vector (output − input) cached at the last computed step,
-/// following the rules of algorithm.md (see docs/design.md). One controller
-/// serves any number of generations: step 0 starts a new one.
+/// following the rules of docs/algorithm.md (see docs/design.md). One controller
+/// serves any number of generations, each over the steps the sampler runs of
+/// its schedule (docs/design.md, "Generations and the schedule"): branch 0 at
+/// an earlier step than the last one taken, after the schedule's last step, or
+/// with another step_info::steps begins a new one, wherever it starts.
+///
+/// Threads: a controller is not shared between threads without external
+/// synchronisation; independent controllers run in independent threads freely
+/// (the library has no global mutable state).
 ///
 /// \tparam Tensor  any type with a complete easycache::tensor_traits<Tensor>.
 /// \tparam Policy  the decision rule; easycache_policy is the reference rule.
@@ -122,8 +129,12 @@ class controller {
   /// `x` is the noisy latent the cache keys on; conditioning (image channels,
   /// text) belongs inside the callable. `out` must not be, or share memory with, `x`.
   ///
-  /// Errors (easycache::error): branch or step out of range or order, input
-  /// size changed within a generation, `out` aliases or overlaps `x`, `x` or
+  /// Errors (easycache::error): branch or step out of range (of the schedule's
+  /// step_info::steps or config.steps), branch 0 twice at a step (mark a second
+  /// evaluation with step_info::extra_evaluation), another branch before branch
+  /// 0 of its step or twice in it, input size changed within a generation, a
+  /// returning denoiser that returned its input (`out` is left as it was), a
+  /// moved-from controller, `out` aliases or overlaps `x`, `x` or
   /// `out` refused by the backend's check (a null host buffer with elements, a
   /// non-contiguous Eigen map), a host output or a denoiser output of the wrong size.
   ///
@@ -131,14 +142,17 @@ class controller {
   ///  - strong: after an easycache::error, an exception from the denoiser, or
   ///    one from the backend's reduce_abs_diff, read or a branch's first
   ///    allocate, the statistics, trace and decision state are as before and
-  ///    the same call may be retried. Step 0 of branch 0 is the exception: once its
-  ///    input is accepted it ends the previous generation (statistics and trace
-  ///    empty, policy reset) before it allocates or calls the denoiser;
-  ///  - basic: if the backend's allocate fails at step 0, no generation is in
-  ///    progress (statistics and trace empty); if apply_delta, commit or
-  ///    store_delta throws, buffers may be half-written, so the generation is
-  ///    dropped: the failed evaluation is not counted and the next call must
-  ///    be step 0;
+  ///    the same call may be retried. A loop may instead go on: when the
+  ///    denoiser threw on branch 0, the other branches of that step and the
+  ///    next step are computed. Branch 0's step that begins a generation is
+  ///    the exception: once its input is accepted it ends the previous
+  ///    generation (statistics and trace empty, policy reset) before it
+  ///    allocates or calls the denoiser;
+  ///  - basic: if the backend's allocate fails as a generation begins, no
+  ///    generation is in progress (statistics and trace empty); if
+  ///    apply_delta, commit or store_delta throws, buffers may be half-written,
+  ///    so the generation is dropped: the failed evaluation is not counted and
+  ///    branch 0's next call begins a new generation;
   ///  - if the decision callback throws, the evaluation has taken effect
   ///    (counted, recorded, `out` written) and its exception propagates;
   ///  - `out` may have been written by the denoiser whenever it ran.
@@ -187,6 +201,10 @@ class controller {
   /// the decision. Then, if it says compute, run the model into `out`; in both
   /// cases call finish_step(). Nothing takes effect until finish_step(), so an
   /// abandoned pending step (say, the model threw) is simply begun again.
+  /// With guidance batched into one model call, begin every branch of the
+  /// step (branch 0 first), call the model once, then finish branch 0 first
+  /// and the others after it; beginning branch 0 again makes the other
+  /// branches' pendings of that step stale.
   /// Throws easycache::error for the same bad input as step().
   pending begin_step(const Tensor& x, const step_info& info) {
     check_live();
@@ -305,7 +323,7 @@ class controller {
     }
   }
 
-  /// Drops the generation in progress: the next step must be step 0.
+  /// Drops the generation in progress: branch 0's next step begins a new one.
   /// Buffers are kept for reuse when the next generation has the same sizes;
   /// stats() and trace() keep describing the dropped generation. No-throw.
   void reset() noexcept {
