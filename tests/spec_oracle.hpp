@@ -1,4 +1,4 @@
-// A literal transcription of ../shared/docs/algorithm.md, written for clarity
+// A literal transcription of docs/algorithm.md, written for clarity
 // and not for speed: whole vectors of doubles, no fusion, no aliasing tricks.
 // The tests compare the controller against it on scripted and random
 // trajectories.
