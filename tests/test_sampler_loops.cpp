@@ -517,3 +517,23 @@ TEST_CASE("a returning denoiser that returns its input is refused and leaves out
   CHECK_NOTHROW(cache.step(x, out, {1}, model));
   CHECK(cache.stats().steps == 2);
 }
+
+TEST_CASE("an (x, out) denoiser returning bool: false is a failure, handled as a throw", "[loops][errors]") {
+  easycache::controller<VectorXd> cache(test::small_config());
+  VectorXd out;
+  bool ok = true;
+  auto engine = [&](const VectorXd& x, VectorXd& v) {
+    v = test::affine(x);
+    return ok;
+  };
+  cache.step(test::constant(4, 0), out, {0}, engine);
+  ok = false;
+  CHECK_THROWS_AS(cache.step(test::constant(4, 1), out, {1}, engine), easycache::denoiser_failed);
+  CHECK_THROWS_WITH(cache.step(test::constant(4, 1), out, {1}, engine),
+                    Catch::Contains("returned false (failed) at step 1, branch 0"));
+  CHECK(cache.stats().steps == 1);  // nothing taken from the failed call
+  ok = true;
+  cache.step(test::constant(4, 1), out, {1}, engine);  // retried
+  CHECK(cache.stats().steps == 2);
+  CHECK(out == test::affine(test::constant(4, 1)));
+}

@@ -126,6 +126,8 @@ class controller {
   ///   void(const Tensor& x, Tensor& out)
   ///   R(const Tensor& x, const step_info&)   with `out = R` valid
   ///   R(const Tensor& x)
+  /// The (x, out) forms return void, or bool: false (an engine's failure flag)
+  /// throws easycache::denoiser_failed, as if the denoiser had thrown.
   /// `x` is the noisy latent the cache keys on; conditioning (image channels,
   /// text) belongs inside the callable. `out` must not be, or share memory with, `x`.
   ///
@@ -168,8 +170,13 @@ class controller {
       constexpr int form = detail::denoiser_form<Denoiser, Tensor>();
       try {
         if constexpr (form == detail::form_out_info || form == detail::form_out) {
+          static_assert(detail::out_form_result_usable<Denoiser, Tensor>(),
+                        "easycache: a denoiser of the form (const T& x, T& out[, const step_info&]) returns void, "
+                        "or bool (false: the call failed)");
           prepare_output(out, x);
-          detail::invoke_denoiser<form>(denoiser, x, out, info);
+          if (!detail::invoke_denoiser<form>(denoiser, x, out, info))
+            throw denoiser_failed(detail::message("the denoiser returned false (failed) at step ", info.index,
+                                                  ", branch ", info.branch));
         } else if constexpr (form == detail::form_return_info) {
           assign_result(x, out, denoiser(x, info), info);
         } else {

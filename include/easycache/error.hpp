@@ -18,4 +18,12 @@ class error : public std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 
+/// Thrown by step() when a denoiser of the (x, out) forms returns false (an
+/// engine's failure flag). Not a misuse: it is handled as an exception from
+/// the denoiser (the controller is unchanged; the loop may retry or go on).
+class denoiser_failed : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 }  // namespace easycache

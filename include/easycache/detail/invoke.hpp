@@ -41,17 +41,41 @@ constexpr int denoiser_form() {
   }
 }
 
+// What an (x, out) form returns: void, or bool for an engine's failure flag.
+template <class F, class T>
+using out_form_result = std::conditional_t<std::is_invocable_v<std::remove_reference_t<F>&, const T&, T&, const step_info&>,
+                                           std::invoke_result<std::remove_reference_t<F>&, const T&, T&, const step_info&>,
+                                           std::invoke_result<std::remove_reference_t<F>&, const T&, T&>>;
+
+template <class F, class T>
+constexpr bool out_form_result_usable() {
+  using result = typename out_form_result<F, T>::type;
+  return std::is_void_v<result> || std::is_same_v<std::remove_cv_t<std::remove_reference_t<result>>, bool>;
+}
+
+// Calls an (x, out) form; returns false when it returned false (a failure).
 template <int Form, class F, class T>
-void invoke_denoiser(F& denoiser, const T& x, T& out, const step_info& info) {
-  if constexpr (Form == form_out_info) {
-    denoiser(x, out, info);
-  } else if constexpr (Form == form_out) {
-    denoiser(x, out);
+bool invoke_denoiser(F& denoiser, const T& x, T& out, const step_info& info) {
+  if constexpr (Form == form_out_info || Form == form_out) {
+    using result = typename out_form_result<F, T>::type;
+    if constexpr (std::is_void_v<result>) {
+      if constexpr (Form == form_out_info) {
+        denoiser(x, out, info);
+      } else {
+        denoiser(x, out);
+      }
+      return true;
+    } else if constexpr (Form == form_out_info) {
+      return static_cast<bool>(denoiser(x, out, info));
+    } else {
+      return static_cast<bool>(denoiser(x, out));
+    }
   } else if constexpr (Form == form_return_info) {
     out = denoiser(x, info);
   } else if constexpr (Form == form_return) {
     out = denoiser(x);
   }
+  return true;
 }
 
 template <class T>
