@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <istream>
 #include <ostream>
+#include <streambuf>
 #include <utility>
 #include <vector>
 
@@ -64,7 +65,8 @@ class recorded_trajectory {
   }
 
   /// Binary format: "ECTRAJ01", then u64 steps, branches, size, then the
-  /// timesteps (f64), inputs and outputs (f32), little-endian as in memory.
+  /// timesteps (f64), inputs and outputs (f32), little-endian as in memory, and
+  /// nothing after them.
   void save(std::ostream& out) const {
     out.write(magic, 8);
     const std::uint64_t header[3] = {steps_, branches_, size_};
@@ -76,9 +78,11 @@ class recorded_trajectory {
     if (!out) throw error(detail::message("recorded_trajectory::save: write failed"));
   }
 
-  /// Reads what save() wrote. Throws easycache::error for another format, an
-  /// implausible header or a file that ends early; memory grows with the data
-  /// actually read, never with what a (corrupted) header claims.
+  /// Reads what save() wrote; the stream must end where the recording does.
+  /// Throws easycache::error for another format, an implausible header, a file
+  /// that ends early or bytes after the payload the header describes; memory
+  /// grows with the data actually read, never with what a (corrupted) header
+  /// claims, and at most 4096 bytes after the payload are read.
   static recorded_trajectory load(std::istream& in) {
     char head[8] = {};
     std::uint64_t header[3] = {};
@@ -98,12 +102,28 @@ class recorded_trajectory {
         !read_values(in, t.outputs_, count))
       throw error(detail::message("recorded_trajectory::load: file ends early (the header says ", t.steps_,
                                   " steps, ", t.branches_, " branches, ", t.size_, " elements)"));
+    const std::streamsize after = bytes_after(in);
+    if (after != 0)
+      throw error(detail::message("recorded_trajectory::load: ", after, after < tail_bound ? "" : " or more",
+                                  " bytes after the payload the header describes (", t.steps_, " steps, ",
+                                  t.branches_, " branches, ", t.size_, " elements)"));
     t.filled_.assign(t.steps_ * t.branches_, true);
     return t;
   }
 
  private:
   static constexpr const char magic[9] = "ECTRAJ01";
+  static constexpr std::streamsize tail_bound = 4096;
+
+  // How many bytes follow the payload, counted up to tail_bound. Through the
+  // stream buffer, so that a stream that ends exactly there gets no eofbit (nor
+  // the exception a caller may have asked for on it).
+  static std::streamsize bytes_after(std::istream& in) {
+    std::streambuf* source = in.rdbuf();
+    if (std::char_traits<char>::eq_int_type(source->sgetc(), std::char_traits<char>::eof())) return 0;
+    char tail[tail_bound];
+    return source->sgetn(tail, tail_bound);
+  }
 
   // steps × branches × size, refused when it overflows or exceeds what a vector can hold.
   static std::size_t elements(std::size_t steps, std::size_t branches, std::size_t size) {
