@@ -5,6 +5,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <ios>
 #include <limits>
 #include <sstream>
 #include <string>
@@ -437,7 +439,7 @@ TEST_CASE("recordings: a header that claims more than the file holds, dimensions
   // A 32-byte header claiming 2^20 steps x 64 branches x 2^32 elements (2^60
   // bytes) and 100 bytes of data: refused as a short file, having allocated
   // about what was read (not an out-of-memory for what the header claims).
-  std::string header = "ECTRAJ01";
+  std::string header = "ECTRAJ2f";
   const std::uint64_t dimensions[3] = {std::uint64_t{1} << 20, 64, std::uint64_t{1} << 32};
   header.append(reinterpret_cast<const char*>(dimensions), sizeof dimensions);
   std::stringstream file(header + std::string(100, '\0'));
@@ -445,6 +447,74 @@ TEST_CASE("recordings: a header that claims more than the file holds, dimensions
   // 2 x 2^32 x 2^32 elements wraps around to 0: refused, not a recording with no room.
   CHECK_THROWS_WITH(easycache::recorded_trajectory(2, std::size_t{1} << 32, std::size_t{1} << 32),
                     Contains("2 steps x 4294967296 branches x 4294967296 elements is too many"));
+}
+
+TEST_CASE("recordings: a stream that ends with the recording loads, also when it throws at its end",
+          "[policies][replay]") {
+  const auto recording = record(3, 2);
+  std::stringstream file;
+  recording.save(file);
+  const std::string bytes = file.str();
+  CHECK(bytes.size() == 8 + 3 * 8 + 3 * 8 + 2 * 3 * 2 * sizeof(float));
+  // A stream that ends exactly after the recording: no end-of-file is hit
+  // while looking for more, so a stream asked to throw on it loads too.
+  std::stringstream strict(bytes);
+  strict.exceptions(std::ios::eofbit | std::ios::failbit | std::ios::badbit);
+  const auto loaded = easycache::recorded_trajectory::load(strict);
+  CHECK(strict.good());
+  std::stringstream again;
+  loaded.save(again);
+  CHECK(again.str() == bytes);
+}
+
+TEST_CASE("recordings: bytes after the payload the header describes are refused", "[policies][replay][errors]") {
+  std::stringstream file;
+  record(10).save(file);  // 10 steps x 1 branch x 64 elements
+  const std::string bytes = file.str();
+  std::stringstream tail(bytes + std::string(16, '\0'));
+  CHECK_THROWS_WITH(easycache::recorded_trajectory::load(tail),
+                    Contains("recorded_trajectory::load: 16 bytes after the payload the header describes "
+                             "(10 steps, 1 branches, 64 elements)"));
+  // A long tail is counted only up to a bound, not read to its end.
+  std::stringstream long_tail(bytes + std::string(100000, 'x'));
+  CHECK_THROWS_WITH(easycache::recorded_trajectory::load(long_tail),
+                    Contains("4096 or more bytes after the payload"));
+  CHECK(long_tail.tellg() < std::streamoff(bytes.size() + 5000));
+  // A header that claims fewer steps or fewer elements than the file holds.
+  auto with_field = [&](std::size_t field, std::uint64_t value) {
+    std::string edited = bytes;
+    std::memcpy(&edited[8 + 8 * field], &value, sizeof value);
+    return edited;
+  };
+  std::stringstream fewer_steps(with_field(0, 9));  // 8 timestep bytes and 2 x 64 floats left over
+  CHECK_THROWS_WITH(easycache::recorded_trajectory::load(fewer_steps),
+                    Contains("520 bytes after the payload the header describes (9 steps, 1 branches, 64 elements)"));
+  std::stringstream fewer_elements(with_field(2, 63));  // 2 x 10 floats left over
+  CHECK_THROWS_WITH(easycache::recorded_trajectory::load(fewer_elements),
+                    Contains("80 bytes after the payload the header describes (10 steps, 1 branches, 63 elements)"));
+}
+
+TEST_CASE("recordings: another element type or format version is refused", "[policies][replay][errors]") {
+  std::stringstream file;
+  record(4, 8).save(file);
+  const std::string bytes = file.str();
+  CHECK(bytes.substr(0, 8) == "ECTRAJ2f");  // the format, its version and its element type
+  auto load_with = [&](std::size_t at, const std::string& replacement) {
+    std::stringstream edited(bytes.substr(0, at) + replacement + bytes.substr(at + replacement.size()));
+    return easycache::recorded_trajectory::load(edited);
+  };
+  CHECK_THROWS_WITH(load_with(7, "d"),
+                    Contains("recorded_trajectory::load: the file holds double elements, this recording is float"));
+  CHECK_THROWS_WITH(load_with(7, "h"), Contains("element type 'h' is not one this library knows"));
+  CHECK_THROWS_WITH(load_with(7, std::string(1, '\0')), Contains("element type byte 0 is not one"));
+  // Version 1 ("ECTRAJ01") had no element type: refused by name.
+  CHECK_THROWS_WITH(load_with(6, "01"), Contains("format version 01 (ECTRAJ01, without its element type) is no "
+                                                 "longer read"));
+  CHECK_THROWS_WITH(load_with(6, "3f"), Contains("format version '3' is not one this library reads (version 2)"));
+  CHECK_THROWS_WITH(load_with(0, "XX"), Contains("not a recorded trajectory"));
+  std::stringstream header_cut(bytes.substr(0, 20));
+  CHECK_THROWS_WITH(easycache::recorded_trajectory::load(header_cut), Contains("file ends early, in the header"));
+  CHECK_NOTHROW(load_with(0, "ECTRAJ2f"));  // the edits above are what was refused
 }
 
 TEST_CASE("recordings of 0-element tensors replay", "[policies][replay]") {

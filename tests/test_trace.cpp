@@ -1,8 +1,18 @@
 // CSV and JSON export of the trace and stats.
 #include <catch2/catch.hpp>
 
+#include <cmath>
+#include <cstddef>
+#include <cstdlib>
+#include <iomanip>
+#include <ios>
+#include <limits>
+#include <locale>
 #include <sstream>
+#include <streambuf>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "helpers.hpp"
 
@@ -29,6 +39,266 @@ std::size_t count(const std::string& text, const std::string& needle) {
   for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
   return n;
 }
+
+// A decimal comma and '.' between groups of three digits, as in de_DE, built
+// here so that no installed locale is needed.
+struct comma_decimal : std::numpunct<char> {
+  char do_decimal_point() const override { return ','; }
+  char do_thousands_sep() const override { return '.'; }
+  std::string do_grouping() const override { return "\3"; }
+};
+std::locale comma_locale() { return std::locale(std::locale::classic(), new comma_decimal); }
+
+// Sets the global locale for one scope, restoring it however the scope ends.
+class global_locale_scope {
+ public:
+  explicit global_locale_scope(const std::locale& locale) : saved_(std::locale::global(locale)) {}
+  ~global_locale_scope() { std::locale::global(saved_); }
+  global_locale_scope(const global_locale_scope&) = delete;
+  global_locale_scope& operator=(const global_locale_scope&) = delete;
+
+ private:
+  std::locale saved_;
+};
+
+// Numbers that stream formatting mangles: digits past 9, grouping, a negative
+// zero, a subnormal, extremes, NaN and infinities.
+std::vector<easycache::step_record> awkward_trace() {
+  std::vector<easycache::step_record> trace = finished_run().trace();
+  easycache::step_record r;
+  r.step = 1234567;
+  r.branch = 12;
+  r.timestep = 0.1;
+  r.input_change = 1.0 / 3;
+  r.transformation_rate = -0.0;
+  r.output_norm = 1e300;
+  r.predicted_error = std::numeric_limits<double>::denorm_min();
+  r.accumulated_error = 123456789.125;
+  r.action = easycache::action::skip;
+  r.reason = easycache::reason::below_threshold;
+  trace.push_back(r);
+  r.step = 1000;
+  r.branch = 0;
+  r.timestep = -2.5e-8;
+  r.input_change = std::numeric_limits<double>::quiet_NaN();
+  r.transformation_rate = std::numeric_limits<double>::infinity();
+  r.output_norm = -std::numeric_limits<double>::infinity();
+  r.predicted_error = std::numeric_limits<double>::max();
+  r.accumulated_error = 12345678901234567890.0;
+  r.action = easycache::action::compute;
+  r.reason = easycache::reason::last_step;
+  trace.push_back(r);
+  return trace;
+}
+
+easycache::statistics awkward_stats() {
+  easycache::statistics s = finished_run().stats();
+  s.evaluations = 3000000;
+  s.calls = 7;  // a speedup of 428571.42857142858...
+  s.reasons[0] = 1234567;
+  return s;
+}
+
+// What the writers write to a stream in its default state.
+std::string default_csv() {
+  std::ostringstream out;
+  easycache::write_csv(out, awkward_trace());
+  return out.str();
+}
+std::string default_json() {
+  std::ostringstream out;
+  easycache::write_json(out, awkward_stats(), awkward_trace());
+  return out.str();
+}
+
+// A double read back from the writers' text: empty is NaN (CSV), null is NaN (JSON).
+double read_back(const std::string& text) {
+  if (text.empty() || text == "null") return std::numeric_limits<double>::quiet_NaN();
+  char* end = nullptr;
+  const double value = std::strtod(text.c_str(), &end);  // the C locale: a program starts in it
+  return end == text.c_str() + text.size() ? value : -12345.0;  // a value no field holds
+}
+
+bool same_double(double a, double b) {
+  return (std::isnan(a) && std::isnan(b)) || (a == b && std::signbit(a) == std::signbit(b));
+}
+
+// A strict JSON reader (RFC 8259 syntax), enough to check the writers: it
+// refuses anything else, and lists every scalar with the key it stands under.
+class json_reader {
+ public:
+  explicit json_reader(std::string text) : text_(std::move(text)) {}
+  bool valid() {
+    if (!value("")) return false;
+    space();
+    return at_ == text_.size();
+  }
+  std::vector<std::pair<std::string, std::string>> scalars;
+
+ private:
+  void space() {
+    while (at_ < text_.size() && (text_[at_] == ' ' || text_[at_] == '\n' || text_[at_] == '\t' || text_[at_] == '\r'))
+      ++at_;
+  }
+  bool take(char c) {
+    space();
+    if (at_ < text_.size() && text_[at_] == c) {
+      ++at_;
+      return true;
+    }
+    return false;
+  }
+  bool value(const std::string& key) {
+    space();
+    if (at_ >= text_.size()) return false;
+    const char c = text_[at_];
+    if (c == '{') return object();
+    if (c == '[') return array(key);
+    std::string text;
+    if (c == '"' ? !string(text) : !literal(text) && !number(text)) return false;
+    scalars.emplace_back(key, text);
+    return true;
+  }
+  bool object() {
+    take('{');
+    if (take('}')) return true;
+    do {
+      std::string key;
+      space();
+      if (!string(key) || !take(':') || !value(key)) return false;
+    } while (take(','));
+    return take('}');
+  }
+  bool array(const std::string& key) {
+    take('[');
+    if (take(']')) return true;
+    do {
+      if (!value(key)) return false;
+    } while (take(','));
+    return take(']');
+  }
+  bool string(std::string& text) {
+    if (at_ >= text_.size() || text_[at_] != '"') return false;
+    for (++at_; at_ < text_.size(); ++at_) {
+      const char c = text_[at_];
+      if (c == '"') {
+        ++at_;
+        return true;
+      }
+      if (static_cast<unsigned char>(c) < 0x20 || c == '\\') return false;  // the writers need no escapes
+      text += c;
+    }
+    return false;
+  }
+  bool literal(std::string& text) {
+    for (const char* word : {"true", "false", "null"}) {
+      if (text_.compare(at_, std::string(word).size(), word) == 0) {
+        at_ += std::string(word).size();
+        text = word;
+        return true;
+      }
+    }
+    return false;
+  }
+  bool digits() {
+    const std::size_t from = at_;
+    while (at_ < text_.size() && text_[at_] >= '0' && text_[at_] <= '9') ++at_;
+    return at_ > from;
+  }
+  bool number(std::string& text) {
+    const std::size_t from = at_;
+    if (at_ < text_.size() && text_[at_] == '-') ++at_;
+    if (at_ < text_.size() && text_[at_] == '0') {
+      ++at_;
+    } else if (!digits()) {
+      return false;
+    }
+    if (at_ < text_.size() && text_[at_] == '.') {
+      ++at_;
+      if (!digits()) return false;
+    }
+    if (at_ < text_.size() && (text_[at_] == 'e' || text_[at_] == 'E')) {
+      ++at_;
+      if (at_ < text_.size() && (text_[at_] == '+' || text_[at_] == '-')) ++at_;
+      if (!digits()) return false;
+    }
+    text = text_.substr(from, at_ - from);
+    return true;
+  }
+
+  std::string text_;
+  std::size_t at_ = 0;
+};
+
+std::vector<std::string> split(const std::string& text, char separator) {
+  std::vector<std::string> parts(1);
+  for (char c : text) {
+    if (c == separator) {
+      parts.emplace_back();
+    } else {
+      parts.back() += c;
+    }
+  }
+  return parts;
+}
+
+// The state a writer must leave as it found it.
+struct stream_state {
+  std::ios::fmtflags flags;
+  std::streamsize precision, width;
+  char fill;
+  std::locale locale;
+  explicit stream_state(const std::ostream& out)
+      : flags(out.flags()), precision(out.precision()), width(out.width()), fill(out.fill()), locale(out.getloc()) {}
+  bool operator==(const stream_state& o) const {
+    return flags == o.flags && precision == o.precision && width == o.width && fill == o.fill && locale == o.locale;
+  }
+};
+
+// A stream buffer that takes `room` characters, then refuses every write.
+class limited_buffer : public std::streambuf {
+ public:
+  explicit limited_buffer(std::size_t room) : room_(room) {}
+  std::string text;
+
+ protected:
+  int_type overflow(int_type c) override {
+    if (traits_type::eq_int_type(c, traits_type::eof())) return traits_type::not_eof(c);
+    if (text.size() >= room_) return traits_type::eof();
+    text += traits_type::to_char_type(c);
+    return c;
+  }
+
+ private:
+  std::size_t room_;
+};
+
+// Every formatting state a caller may leave on a stream, one at a time and all together.
+struct named_state {
+  const char* name;
+  void (*apply)(std::ostream&);
+};
+const named_state stream_states[] = {
+    {"showpos", [](std::ostream& o) { o << std::showpos; }},
+    {"hex", [](std::ostream& o) { o << std::hex; }},
+    {"oct and showbase", [](std::ostream& o) { o << std::oct << std::showbase; }},
+    {"fixed", [](std::ostream& o) { o << std::fixed; }},
+    {"scientific and uppercase", [](std::ostream& o) { o << std::scientific << std::uppercase; }},
+    {"hexfloat", [](std::ostream& o) { o << std::hexfloat; }},
+    {"setprecision(2)", [](std::ostream& o) { o << std::setprecision(2); }},
+    {"setprecision(40)", [](std::ostream& o) { o << std::setprecision(40); }},
+    {"fixed and setprecision(0)", [](std::ostream& o) { o << std::fixed << std::setprecision(0); }},
+    {"setw(30)", [](std::ostream& o) { o << std::setw(30); }},
+    {"setfill, setw and left", [](std::ostream& o) { o << std::setfill('*') << std::setw(12) << std::left; }},
+    {"internal", [](std::ostream& o) { o << std::internal << std::setw(5); }},
+    {"boolalpha and showpoint", [](std::ostream& o) { o << std::boolalpha << std::showpoint; }},
+    {"comma-decimal locale", [](std::ostream& o) { o.imbue(comma_locale()); }},
+    {"all of them", [](std::ostream& o) {
+       o.imbue(comma_locale());
+       o << std::showpos << std::hex << std::showbase << std::uppercase << std::scientific << std::showpoint
+         << std::boolalpha << std::setprecision(3) << std::setfill('#') << std::left << std::setw(17);
+     }},
+};
 }  // namespace
 
 TEST_CASE("CSV: a header and one row per evaluation", "[trace]") {
@@ -40,7 +310,7 @@ TEST_CASE("CSV: a header and one row per evaluation", "[trace]") {
                              "accumulated_error,action,reason\n"));
   CHECK(count(csv, "\n") == 9);
   CHECK_THAT(csv, Contains("0,0,1,,,,,,compute,warmup\n"));
-  CHECK_THAT(csv, Contains("2,0,0.75,1,1,9,0.111111111,0.111111111,skip,below_threshold\n"));
+  CHECK_THAT(csv, Contains("2,0,0.75,1,1,9,0.1111111111111111,0.1111111111111111,skip,below_threshold\n"));
   CHECK_THAT(csv, Contains("7,0,0.125,,,,,,compute,last_step\n"));
   CHECK(out.precision() == std::ostringstream().precision());  // the stream's state is restored
 }
@@ -90,4 +360,134 @@ TEST_CASE("names of actions and reasons", "[trace]") {
   CHECK(std::string(easycache::to_string(easycache::reason::degenerate_statistics)) == "degenerate_statistics");
   for (std::size_t i = 0; i < easycache::reason_count; ++i)
     CHECK(std::string(easycache::to_string(static_cast<easycache::reason>(i))) != "unknown");
+}
+
+TEST_CASE("writers: the same bytes whatever the stream's formatting state, which they leave as it was",
+          "[trace][locale]") {
+  const std::string csv = default_csv(), json = default_json();
+  for (const named_state& state : stream_states) {
+    INFO(state.name);
+    std::ostringstream csv_out, json_out;
+    state.apply(csv_out);
+    state.apply(json_out);
+    const stream_state csv_before(csv_out), json_before(json_out);
+    easycache::write_csv(csv_out, awkward_trace());
+    easycache::write_json(json_out, awkward_stats(), awkward_trace());
+    CHECK(csv_out.str() == csv);
+    CHECK(json_out.str() == json);
+    CHECK(stream_state(csv_out) == csv_before);
+    CHECK(stream_state(json_out) == json_before);
+  }
+}
+
+TEST_CASE("writers: the same bytes under a comma-decimal global locale", "[trace][locale]") {
+  const std::string csv = default_csv(), json = default_json();
+  const global_locale_scope comma(comma_locale());
+  std::ostringstream csv_out, json_out;  // created under the global locale: they carry it
+  std::ostringstream plain;
+  plain << 1234567 << ' ' << 2.5;
+  REQUIRE(plain.str() == "1.234.567 2,5");  // the locale does reach ordinary formatting
+  easycache::write_csv(csv_out, awkward_trace());
+  easycache::write_json(json_out, awkward_stats(), awkward_trace());
+  CHECK(csv_out.str() == csv);
+  CHECK(json_out.str() == json);
+}
+
+TEST_CASE("writers: CSV fields and JSON numbers read back as the same doubles", "[trace][locale]") {
+  const std::vector<easycache::step_record> trace = awkward_trace();
+  const std::vector<std::string> lines = split(default_csv(), '\n');
+  REQUIRE(lines.size() == trace.size() + 2);  // the header, the rows and the empty rest after the last newline
+  CHECK(lines.back().empty());
+  for (std::size_t i = 0; i < trace.size(); ++i) {
+    const easycache::step_record& r = trace[i];
+    INFO("row " << i << ": " << lines[i + 1]);
+    const std::vector<std::string> fields = split(lines[i + 1], ',');
+    REQUIRE(fields.size() == 10);
+    CHECK(fields[0] == std::to_string(r.step));
+    CHECK(fields[1] == std::to_string(r.branch));
+    const double values[] = {r.timestep,    r.input_change,    r.transformation_rate,
+                             r.output_norm, r.predicted_error, r.accumulated_error};
+    for (std::size_t f = 0; f < 6; ++f) CHECK(same_double(read_back(fields[f + 2]), values[f]));
+    CHECK(fields[8] == easycache::to_string(r.action));
+    CHECK(fields[9] == easycache::to_string(r.reason));
+  }
+
+  json_reader json(default_json());
+  REQUIRE(json.valid());
+  const easycache::statistics stats = awkward_stats();
+  std::vector<std::string> timesteps, rates, norms, speedups, steps, warmups;
+  for (const auto& [key, text] : json.scalars) {
+    if (key == "timestep") timesteps.push_back(text);
+    if (key == "transformation_rate") rates.push_back(text);
+    if (key == "output_norm") norms.push_back(text);
+    if (key == "speedup_in_calls") speedups.push_back(text);
+    if (key == "step") steps.push_back(text);
+    if (key == "warmup") warmups.push_back(text);
+  }
+  REQUIRE(timesteps.size() == trace.size());
+  REQUIRE(rates.size() == trace.size());
+  REQUIRE(norms.size() == trace.size());
+  REQUIRE(steps.size() == trace.size());
+  for (std::size_t i = 0; i < trace.size(); ++i) {
+    INFO("record " << i);
+    CHECK(steps[i] == std::to_string(trace[i].step));
+    CHECK(same_double(read_back(timesteps[i]), trace[i].timestep));
+    CHECK(same_double(read_back(rates[i]), trace[i].transformation_rate));
+    CHECK(same_double(read_back(norms[i]), trace[i].output_norm));
+  }
+  REQUIRE(speedups.size() == 1);
+  CHECK(same_double(read_back(speedups[0]), stats.speedup_in_calls()));
+  CHECK(warmups == std::vector<std::string>{"1234567"});
+}
+
+TEST_CASE("writers: numbers in their shortest exact form, infinities as 1e999", "[trace][locale]") {
+  const std::string csv = default_csv(), json = default_json();
+  CHECK_THAT(csv, Contains("\n1000,0,") && Contains(",,1e999,-1e999,"));
+  CHECK_THAT(json, Contains("\"input_change\":null,\"transformation_rate\":1e999,\"output_norm\":-1e999,"));
+#if defined(__cpp_lib_to_chars)
+  // The shortest form; without floating-point std::to_chars the writers give 17 digits.
+  CHECK_THAT(csv, Contains("\n1234567,12,0.1,0.3333333333333333,-0,1e+300,5e-324,123456789.125,skip,"
+                           "below_threshold\n"));
+  CHECK_THAT(csv, Contains("\n1000,0,-2.5e-08,,1e999,-1e999,1.7976931348623157e+308,12345678901234567168,"
+                           "compute,last_step\n"));
+  CHECK_THAT(json, Contains("{\"step\":1234567,\"branch\":12,\"timestep\":0.1,\"input_change\":0.3333333333333333,"
+                            "\"transformation_rate\":-0,\"output_norm\":1e+300,\"predicted_error\":5e-324,"
+                            "\"accumulated_error\":123456789.125,\"action\":\"skip\",\"reason\":\"below_threshold\"}"));
+  CHECK_THAT(json, Contains("\"speedup_in_calls\":428571.4285714286,"));
+#endif
+}
+
+TEST_CASE("writers: the 17-digit form of standard libraries without to_chars reads back exactly, under any locale",
+          "[trace][locale]") {
+  const global_locale_scope comma(comma_locale());
+  for (double value : {0.1, 1.0 / 3, -0.0, 1e300, std::numeric_limits<double>::denorm_min(),
+                       std::numeric_limits<double>::max(), 123456789.125, -2.5e-8, 12345678901234567890.0}) {
+    std::string text;
+    easycache::detail::append_double_classic(text, value);
+    INFO(text);
+    CHECK(text.find(',') == std::string::npos);
+    CHECK(same_double(read_back(text), value));
+  }
+}
+
+TEST_CASE("writers: a stream that throws keeps its formatting state and got a prefix of the text", "[trace][locale]") {
+  const std::string csv = default_csv(), json = default_json();
+  for (std::size_t room : {std::size_t{0}, std::size_t{10}, std::size_t{300}, csv.size() - 1}) {
+    for (int writer = 0; writer < 2; ++writer) {
+      INFO((writer == 0 ? "csv" : "json") << ", room for " << room << " bytes");
+      limited_buffer buffer(room);
+      std::ostream out(&buffer);
+      stream_states[sizeof stream_states / sizeof stream_states[0] - 1].apply(out);  // "all of them"
+      out.exceptions(std::ios::badbit);
+      const stream_state before(out);
+      if (writer == 0) {
+        CHECK_THROWS_AS(easycache::write_csv(out, awkward_trace()), std::ios::failure);
+        CHECK(buffer.text == csv.substr(0, room));
+      } else {
+        CHECK_THROWS_AS(easycache::write_json(out, awkward_stats(), awkward_trace()), std::ios::failure);
+        CHECK(buffer.text == json.substr(0, room));
+      }
+      CHECK(stream_state(out) == before);
+    }
+  }
 }

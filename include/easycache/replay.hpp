@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <istream>
 #include <ostream>
+#include <streambuf>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -63,8 +65,10 @@ class recorded_trajectory {
     return true;
   }
 
-  /// Binary format: "ECTRAJ01", then u64 steps, branches, size, then the
-  /// timesteps (f64), inputs and outputs (f32), little-endian as in memory.
+  /// Binary format: the 8 bytes "ECTRAJ2f" ("ECTRAJ", the format version '2',
+  /// the element type 'f' for float; 'd' would be double), then u64 steps,
+  /// branches, size, then the timesteps (f64), inputs and outputs (f32),
+  /// little-endian as in memory, and nothing after them.
   void save(std::ostream& out) const {
     out.write(magic, 8);
     const std::uint64_t header[3] = {steps_, branches_, size_};
@@ -76,16 +80,31 @@ class recorded_trajectory {
     if (!out) throw error(detail::message("recorded_trajectory::save: write failed"));
   }
 
-  /// Reads what save() wrote. Throws easycache::error for another format, an
-  /// implausible header or a file that ends early; memory grows with the data
-  /// actually read, never with what a (corrupted) header claims.
+  /// Reads what save() wrote; the stream must end where the recording does.
+  /// Throws easycache::error for another format, another version of this one
+  /// (version 1 did not record its element type), elements of another type, an
+  /// implausible header, a file that ends early or bytes after the payload the
+  /// header describes; memory grows with the data actually read, never with what
+  /// a (corrupted) header claims, and at most 4096 bytes after the payload are read.
   static recorded_trajectory load(std::istream& in) {
     char head[8] = {};
-    std::uint64_t header[3] = {};
     in.read(head, 8);
-    in.read(reinterpret_cast<char*>(header), sizeof header);
-    if (!in || std::char_traits<char>::compare(head, magic, 8) != 0)
+    if (!in || std::char_traits<char>::compare(head, magic, 6) != 0)
       throw error(detail::message("recorded_trajectory::load: not a recorded trajectory"));
+    if (head[6] == '0' && head[7] == '1')
+      throw error(detail::message("recorded_trajectory::load: format version 01 (ECTRAJ01, without its element "
+                                  "type) is no longer read; this library reads version 2: record the run again"));
+    if (head[6] != magic[6])
+      throw error(detail::message("recorded_trajectory::load: format version ", describe(head[6]),
+                                  " is not one this library reads (version 2)"));
+    if (head[7] == 'd')
+      throw error(detail::message("recorded_trajectory::load: the file holds double elements, this recording is float"));
+    if (head[7] != magic[7])
+      throw error(detail::message("recorded_trajectory::load: element type ", describe(head[7]),
+                                  " is not one this library knows ('f' float, 'd' double)"));
+    std::uint64_t header[3] = {};
+    in.read(reinterpret_cast<char*>(header), sizeof header);
+    if (!in) throw error(detail::message("recorded_trajectory::load: file ends early, in the header"));
     if (header[0] == 0 || header[1] == 0 || header[0] > (1u << 20) || header[1] > 64 || header[2] > (1ull << 32))
       throw error(detail::message("recorded_trajectory::load: implausible header (", header[0], " steps, ",
                                   header[1], " branches, ", header[2], " elements)"));
@@ -98,12 +117,35 @@ class recorded_trajectory {
         !read_values(in, t.outputs_, count))
       throw error(detail::message("recorded_trajectory::load: file ends early (the header says ", t.steps_,
                                   " steps, ", t.branches_, " branches, ", t.size_, " elements)"));
+    const std::streamsize after = bytes_after(in);
+    if (after != 0)
+      throw error(detail::message("recorded_trajectory::load: ", after, after < tail_bound ? "" : " or more",
+                                  " bytes after the payload the header describes (", t.steps_, " steps, ",
+                                  t.branches_, " branches, ", t.size_, " elements)"));
     t.filled_.assign(t.steps_ * t.branches_, true);
     return t;
   }
 
  private:
-  static constexpr const char magic[9] = "ECTRAJ01";
+  static constexpr const char magic[9] = "ECTRAJ2f";
+  static constexpr std::streamsize tail_bound = 4096;
+
+  // A header byte for a message: the character where it is printable, else its code.
+  static std::string describe(char byte) {
+    const auto code = static_cast<unsigned char>(byte);
+    if (code >= 0x20 && code < 0x7f) return std::string{'\'', byte, '\''};
+    return "byte " + std::to_string(static_cast<unsigned>(code));
+  }
+
+  // How many bytes follow the payload, counted up to tail_bound. Through the
+  // stream buffer, so that a stream that ends exactly there gets no eofbit (nor
+  // the exception a caller may have asked for on it).
+  static std::streamsize bytes_after(std::istream& in) {
+    std::streambuf* source = in.rdbuf();
+    if (std::char_traits<char>::eq_int_type(source->sgetc(), std::char_traits<char>::eof())) return 0;
+    char tail[tail_bound];
+    return source->sgetn(tail, tail_bound);
+  }
 
   // steps × branches × size, refused when it overflows or exceeds what a vector can hold.
   static std::size_t elements(std::size_t steps, std::size_t branches, std::size_t size) {

@@ -6,10 +6,14 @@
 #pragma once
 
 #include <array>
+#include <charconv>
 #include <cmath>
 #include <cstddef>
 #include <limits>
+#include <locale>
 #include <ostream>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include "types.hpp"
@@ -55,76 +59,129 @@ struct statistics {
 };
 
 namespace detail {
-// Restores a stream's precision however the writer exits (a stream with
-// exceptions enabled throws from the middle of a write).
-class precision_scope {
- public:
-  precision_scope(std::ostream& out, std::streamsize precision) : out_(out), saved_(out.precision(precision)) {}
-  ~precision_scope() { out_.precision(saved_); }
-  precision_scope(const precision_scope&) = delete;
-  precision_scope& operator=(const precision_scope&) = delete;
+// The writers format every number here, into their own buffer, and hand the
+// stream only finished bytes through write(): the text is then the same
+// whatever the stream's flags, precision, width, fill and locale (and the
+// global locale), and none of that state is touched.
 
- private:
-  std::ostream& out_;
-  std::streamsize saved_;
-};
+inline void append_integer(std::string& text, std::size_t value) {
+  char digits[std::numeric_limits<std::size_t>::digits10 + 2];
+  text.append(digits, std::to_chars(digits, digits + sizeof digits, value).ptr);
+}
 
-inline void write_number(std::ostream& out, double value, const char* missing) {
-  if (std::isfinite(value)) {
-    out << value;
-  } else if (std::isnan(value)) {
-    out << missing;
+// 17 significant digits through a stream of the classic locale: reads back as
+// the same double, for standard libraries without floating-point to_chars.
+inline void append_double_classic(std::string& text, double value) {
+  std::ostringstream digits;
+  digits.imbue(std::locale::classic());
+  digits.precision(std::numeric_limits<double>::max_digits10);
+  digits << value;
+  text += digits.str();
+}
+
+// The shortest text that reads back as the same double; not-a-number is
+// `missing`, and ±infinity is ±1e999 (JSON has no infinity; this parses as ±inf).
+inline void append_number(std::string& text, double value, const char* missing) {
+  if (std::isnan(value)) {
+    text += missing;
+  } else if (std::isinf(value)) {
+    text += value > 0 ? "1e999" : "-1e999";
   } else {
-    out << (value > 0 ? "1e999" : "-1e999");  // JSON has no infinity; this parses as ±inf
+#if defined(__cpp_lib_to_chars)
+    char digits[32];  // the longest shortest form, "-2.2250738585072014e-308", has 24
+    text.append(digits, std::to_chars(digits, digits + sizeof digits, value).ptr);
+#else
+    append_double_classic(text, value);
+#endif
   }
+}
+
+inline void write_text(std::ostream& out, const std::string& text) {
+  out.write(text.data(), static_cast<std::streamsize>(text.size()));
 }
 }  // namespace detail
 
-/// Writes the trace as CSV with a header line; unmeasured values are empty fields.
-/// Reads only its arguments. A failing stream throws only if its exceptions()
-/// ask for it (the text then stops where it failed); the stream's precision is
-/// restored either way.
+/// Writes the trace as CSV with a header line; unmeasured values are empty
+/// fields, infinities ±1e999, and every other number the shortest text that
+/// reads back as the same value. The bytes do not depend on the stream's
+/// formatting state or locale, nor on the global locale, and that state is left
+/// as it was. Reads only its arguments. A failing stream throws only if its
+/// exceptions() ask for it (the text then stops where it failed).
 inline void write_csv(std::ostream& out, const std::vector<step_record>& trace) {
-  const detail::precision_scope precision(out, 9);
-  out << "step,branch,timestep,input_change,transformation_rate,output_norm,predicted_error,"
-         "accumulated_error,action,reason\n";
+  std::string line =
+      "step,branch,timestep,input_change,transformation_rate,output_norm,predicted_error,"
+      "accumulated_error,action,reason\n";
+  detail::write_text(out, line);
   for (const step_record& r : trace) {
-    out << r.step << ',' << r.branch << ',';
+    if (!out) return;
+    line.clear();
+    detail::append_integer(line, r.step);
+    line += ',';
+    detail::append_integer(line, r.branch);
+    line += ',';
     for (double v : {r.timestep, r.input_change, r.transformation_rate, r.output_norm, r.predicted_error,
                      r.accumulated_error}) {
-      detail::write_number(out, v, "");
-      out << ',';
+      detail::append_number(line, v, "");
+      line += ',';
     }
-    out << to_string(r.action) << ',' << to_string(r.reason) << '\n';
+    line += to_string(r.action);
+    line += ',';
+    line += to_string(r.reason);
+    line += '\n';
+    detail::write_text(out, line);
   }
 }
 
-/// Writes {"stats": {...}, "trace": [...]} as JSON; unmeasured values are null.
-/// Exceptions as write_csv.
+/// Writes {"stats": {...}, "trace": [...]} as JSON; unmeasured values are null,
+/// infinities ±1e999. Numbers, stream state and exceptions as write_csv.
 inline void write_json(std::ostream& out, const statistics& stats, const std::vector<step_record>& trace) {
-  const detail::precision_scope precision(out, 9);
-  out << "{\"stats\":{\"steps\":" << stats.steps << ",\"evaluations\":" << stats.evaluations
-      << ",\"calls\":" << stats.calls << ",\"skips\":" << stats.skips
-      << ",\"extra_evaluations\":" << stats.extra_evaluations
-      << ",\"speedup_in_calls\":" << stats.speedup_in_calls() << ",\"reasons\":{";
-  for (std::size_t i = 0; i < reason_count; ++i)
-    out << (i ? "," : "") << '"' << to_string(static_cast<reason>(i)) << "\":" << stats.reasons[i];
-  out << "}},\"trace\":[";
+  std::string text = "{\"stats\":{\"steps\":";
+  detail::append_integer(text, stats.steps);
+  text += ",\"evaluations\":";
+  detail::append_integer(text, stats.evaluations);
+  text += ",\"calls\":";
+  detail::append_integer(text, stats.calls);
+  text += ",\"skips\":";
+  detail::append_integer(text, stats.skips);
+  text += ",\"extra_evaluations\":";
+  detail::append_integer(text, stats.extra_evaluations);
+  text += ",\"speedup_in_calls\":";
+  detail::append_number(text, stats.speedup_in_calls(), "null");
+  text += ",\"reasons\":{";
+  for (std::size_t i = 0; i < reason_count; ++i) {
+    text += i ? ",\"" : "\"";
+    text += to_string(static_cast<reason>(i));
+    text += "\":";
+    detail::append_integer(text, stats.reasons[i]);
+  }
+  text += "}},\"trace\":[";
+  detail::write_text(out, text);
+  const char* names[] = {"timestep",    "input_change",    "transformation_rate",
+                         "output_norm", "predicted_error", "accumulated_error"};
   bool first = true;
   for (const step_record& r : trace) {
-    out << (first ? "" : ",") << "\n{\"step\":" << r.step << ",\"branch\":" << r.branch;
-    const char* names[] = {"timestep",    "input_change",    "transformation_rate",
-                           "output_norm", "predicted_error", "accumulated_error"};
+    if (!out) return;
+    text.assign(first ? "\n{\"step\":" : ",\n{\"step\":");
+    detail::append_integer(text, r.step);
+    text += ",\"branch\":";
+    detail::append_integer(text, r.branch);
     const double values[] = {r.timestep,    r.input_change,    r.transformation_rate,
                              r.output_norm, r.predicted_error, r.accumulated_error};
     for (std::size_t i = 0; i < 6; ++i) {
-      out << ",\"" << names[i] << "\":";
-      detail::write_number(out, values[i], "null");
+      text += ",\"";
+      text += names[i];
+      text += "\":";
+      detail::append_number(text, values[i], "null");
     }
-    out << ",\"action\":\"" << to_string(r.action) << "\",\"reason\":\"" << to_string(r.reason) << "\"}";
+    text += ",\"action\":\"";
+    text += to_string(r.action);
+    text += "\",\"reason\":\"";
+    text += to_string(r.reason);
+    text += "\"}";
+    detail::write_text(out, text);
     first = false;
   }
-  out << "\n]}\n";
+  detail::write_text(out, "\n]}\n");
 }
 
 }  // namespace easycache
