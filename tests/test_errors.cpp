@@ -252,6 +252,44 @@ TEST_CASE("NaN or Inf in outputs are never cached", "[errors][degenerate]") {
   }
 }
 
+TEST_CASE("NaN or Inf in outputs at elements the statistics do not sample are never cached",
+          "[errors][degenerate][sampling]") {
+  // Every 2nd element sampled (and the ComfyUI-style 2-D pattern): element 3 is not.
+  for (const easycache::statistics_sampling sampling :
+       {easycache::statistics_sampling{2, 0, 0}, easycache::statistics_sampling{2, 2, 4}}) {
+    for (double bad : {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity()}) {
+      INFO("bad value " << bad << ", height " << sampling.height);
+      easycache::config cfg = small_config(12);
+      cfg.threshold = std::numeric_limits<double>::infinity();  // skip wherever allowed
+      cfg.sampling = sampling;
+      auto run = [&](auto& cache, auto make_input, auto output_finite) {
+        for (std::size_t t = 0; t < 12; ++t) {
+          auto [x, out] = make_input(double(t));
+          cache.step(x, out, {t}, [&](const auto& in, auto& v) {
+            using scalar = typename std::decay_t<decltype(in)>::Scalar;
+            v = (in.array() + scalar(8)).matrix();
+            if (t == 1 || t == 6) v(3) = static_cast<scalar>(bad);  // a warm-up output, and a later computed one
+          });
+          if (t >= 2 && t != 6) CHECK(output_finite(out));
+        }
+        // Step 2 has the poisoned vector of step 1 only: computed, not skipped.
+        CHECK(cache.trace()[2].action == easycache::action::compute);
+        CHECK(cache.trace()[2].reason == reason::degenerate_statistics);
+        CHECK(cache.stats().skips > 0);
+      };
+      easycache::controller<VectorXd> eigen(cfg);
+      run(eigen, [](double t) { return std::pair<VectorXd, VectorXd>{test::constant(8, t), VectorXd()}; },
+          [](const VectorXd& v) { return v.allFinite(); });
+      easycache::controller<Eigen::VectorXf> eigen_float(cfg);
+      run(eigen_float,
+          [](double t) {
+            return std::pair<Eigen::VectorXf, Eigen::VectorXf>{Eigen::VectorXf::Constant(8, float(t)), Eigen::VectorXf()};
+          },
+          [](const Eigen::VectorXf& v) { return v.allFinite(); });
+    }
+  }
+}
+
 TEST_CASE("NaN in the input falls back to computing", "[errors][degenerate]") {
   easycache::controller<VectorXd> cache(small_config());
   for (std::size_t t = 0; t < 8; ++t) {

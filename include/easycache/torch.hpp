@@ -21,6 +21,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
@@ -115,6 +116,10 @@ inline at::Tensor scratch_like(workspace& ws, const at::Tensor& like) {
   return ws.scratch.narrow(0, 0, like.numel()).view(like.sizes());
 }
 
+// After the four statistic slots: Σv over every element of the last commit
+// with subsampled statistics (0 otherwise), to see a non-finite output there.
+inline constexpr std::int64_t finite_check_slot = static_cast<std::int64_t>(statistic_slot_count);
+
 inline at::Tensor slot_of(workspace& ws, statistic_slot slot) {
   return ws.sums.select(0, static_cast<std::int64_t>(slot));
 }
@@ -176,7 +181,8 @@ struct tensor_traits<at::Tensor> {
 
   static void prepare(workspace_type& ws, const at::Tensor& like) {
     detail::torch::allocate_guard guard;
-    const auto count = static_cast<std::int64_t>(statistic_slot_count);
+    // The four slots, then Σv over every element (finite_check_slot).
+    const auto count = static_cast<std::int64_t>(statistic_slot_count + 1);
     const at::ScalarType dtype = detail::torch::sum_dtype(like.scalar_type());
     if (!ws.sums.defined() || ws.sums.device() != like.device() || ws.sums.scalar_type() != dtype) {
       ws.sums = at::zeros({count}, at::TensorOptions().dtype(dtype).device(like.device()));
@@ -283,6 +289,14 @@ struct tensor_traits<at::Tensor> {
     }
     at::abs_out(work, vs);
     detail::torch::sum_abs_into(ws, statistic_slot::output_norm, count, true);
+    if (sampling.stride > 1) {
+      // The norm misses unsampled elements: Σv over all of them is not finite
+      // when one is not, and read() then makes the norm NaN, so that such an
+      // output is never cached (one reduction, read with the other sums).
+      at::Tensor check = ws.sums.select(0, detail::torch::finite_check_slot);
+      const std::int64_t all[] = {0};
+      at::sum_out(check, vf, at::IntArrayRef(all), false, ws.sums.scalar_type());
+    }
     x_last.values.copy_(xf);
     at::sub_out(delta.values, vf, xf);
   }
@@ -293,7 +307,8 @@ struct tensor_traits<at::Tensor> {
     at::sub_out(delta.values, detail::torch::flat(v), detail::torch::flat(x));
   }
 
-  /// The one device→host transfer of a decision step: the 4 sums, then a wait
+  /// The one device→host transfer of a decision step: the 4 sums (and the
+  /// finite check), then a wait
   /// for the current stream (the decision needs the values).
   static void read(workspace_type& ws, double (&sums)[statistic_slot_count]) {
     detail::torch::compute_guard guard;
@@ -302,13 +317,17 @@ struct tensor_traits<at::Tensor> {
       ws.host.copy_(ws.sums);
       source = &ws.host;
     }
+    double check = 0;
     if (source->scalar_type() == at::kDouble) {
       const double* values = source->data_ptr<double>();
       for (std::size_t i = 0; i < statistic_slot_count; ++i) sums[i] = values[i];
+      check = values[statistic_slot_count];
     } else {
       const float* values = source->data_ptr<float>();
       for (std::size_t i = 0; i < statistic_slot_count; ++i) sums[i] = static_cast<double>(values[i]);
+      check = static_cast<double>(values[statistic_slot_count]);
     }
+    if (!std::isfinite(check)) sums[static_cast<std::size_t>(statistic_slot::output_norm)] = check;
   }
 
   /// Sizes an undefined output like the input (allocates); resizes an output of

@@ -110,6 +110,25 @@ TEST_CASE("per-thread reductions over the grid give the host kernels' sums", "[c
   }
 }
 
+TEST_CASE("a non-finite output where the statistics do not look makes the commit's norm NaN", "[cuda][host]") {
+  const easycache::statistics_sampling s{2, 0, 0};
+  const std::size_t n = 64;
+  const auto map = device::sampling_map::of(s);
+  for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    const std::vector<float> x = values(n, 0.6);
+    std::vector<float> v = values(n, 1.1), last = values(n, 0.0), delta = values(n, 0.3);
+    v[3] = bad;  // an element the stride-2 statistics skip
+    const grid c(n, device::max_reduction_blocks);
+    double norm = 0;
+    for (std::size_t t = 0; t < c.total(); ++t)
+      norm += device::thread_commit(x.data(), v.data(), last.data(), delta.data(), n, map, true, t, c.total())
+                  .output_norm;
+    CHECK(std::isnan(norm));
+    std::vector<float> last_host = values(n, 0.0), delta_host = values(n, 0.3);
+    CHECK(std::isnan(host::commit(x.data(), v.data(), last_host.data(), delta_host.data(), n, true, s).output_norm));
+  }
+}
+
 TEST_CASE("per-thread element passes write what the host kernels write", "[cuda][host]") {
   const std::size_t n = 5000;
   const std::vector<float> x = values(n, 0.2), delta = values(n, 0.9);

@@ -221,6 +221,48 @@ TEST_CASE("bad tensors are refused with the bad value named, and the controller 
   CHECK_NOTHROW(other.step(x0, fresh, {0}, affine));
 }
 
+TEST_CASE("a returning denoiser that returns its input (or a view) is refused; out is not rebound", "[torch][errors]") {
+  easycache::controller<at::Tensor> cache(small());
+  const at::Tensor x = at::zeros({4, 6}, on_device());
+  at::Tensor out = at::full({4, 6}, -1.0, on_device());
+  const at::Tensor mine = out;
+  CHECK_THROWS_WITH(cache.step(x, out, {0}, [](const at::Tensor& in) { return in; }),
+                    Contains("the denoiser returned its input"));
+  CHECK_THROWS_WITH(cache.step(x, out, {0}, [](const at::Tensor& in) { return in.view({24}).view({4, 6}); }),
+                    Contains("the denoiser returned its input"));
+  CHECK(out.is_same(mine));  // still the caller's own tensor, unchanged
+  CHECK(at::equal(out, at::full({4, 6}, -1.0, on_device())));
+  // Usable at once, with the same `out`.
+  for (std::size_t t = 0; t < 8; ++t) {
+    const at::Tensor xt = at::full({4, 6}, double(t), on_device());
+    cache.step(xt, out, {t}, [](const at::Tensor& in) { return in + 8.0; });
+    CHECK(at::equal(out, xt + 8.0));
+  }
+  CHECK(cache.stats().steps == 8);
+}
+
+TEST_CASE("a non-finite output where the statistics do not look is never cached", "[torch][errors]") {
+  easycache::config cfg = small();
+  cfg.steps = 12;
+  cfg.threshold = std::numeric_limits<double>::infinity();
+  cfg.sampling = easycache::statistics_sampling{2, 0, 0};
+  for (const double bad : {std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity()}) {
+    easycache::controller<at::Tensor> cache(cfg);
+    for (std::size_t t = 0; t < 12; ++t) {
+      const at::Tensor x = at::full({8}, double(t), on_device());
+      at::Tensor out;
+      cache.step(x, out, {t}, [&](const at::Tensor& in) {
+        at::Tensor v = in + 8.0;
+        if (t == 1) v[3] = bad;  // an element the stride-2 statistics skip
+        return v;
+      });
+      if (t >= 2) CHECK(at::isfinite(out).all().item<bool>());
+    }
+    CHECK(cache.trace()[2].reason == easycache::reason::degenerate_statistics);
+    CHECK(cache.stats().skips > 0);
+  }
+}
+
 TEST_CASE("a new generation may change dtype and shape", "[torch]") {
   easycache::controller<at::Tensor> cache(small());
   for (const auto dtype : {at::kFloat, at::kBFloat16, at::kDouble}) {

@@ -108,6 +108,10 @@ EASYCACHE_HOST_DEVICE commit_sums thread_commit(const S* x, const S* v, S* x_las
         sums.output_change += fabsf(vi - (last + element<S>::load(delta[i])));
         sums.input_change += fabsf(xi - last);
       }
+    } else {
+      // 0 for a finite output; NaN for ±∞ or NaN, which makes the norm NaN so
+      // that a non-finite output where the statistics do not look is never cached.
+      sums.output_norm += vi - vi;
     }
     x_last[i] = x[i];
     delta[i] = element<S>::store(vi - xi);

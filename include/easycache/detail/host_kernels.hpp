@@ -328,13 +328,20 @@ commit_sums commit(const S* x, const S* v, S* x_last, S* delta, std::size_t n, b
       return sums;
     }
   }
+  // The norm misses unsampled elements: v − v is 0 for a finite v and NaN
+  // otherwise, so a non-finite output anywhere makes the norm NaN and is never
+  // cached (in this pass, which reads every element anyway).
+  L finite_check = 0;
   for_each_chunk(n, sampling, [&](std::size_t begin, std::size_t end, std::size_t step) {
     if (step) commit_sums_range(x, v, x_last, delta, begin, end, step, measure_change, sums);
     for (std::size_t i = begin; i < end; ++i) {
+      const L vi = static_cast<L>(v[i]);
+      finite_check += vi - vi;
       x_last[i] = x[i];
       delta[i] = v[i] - x[i];
     }
   });
+  sums.output_norm += static_cast<double>(finite_check);
   return sums;
 }
 
