@@ -491,3 +491,27 @@ TEST_CASE("writers: a stream that throws keeps its formatting state and got a pr
     }
   }
 }
+
+TEST_CASE("summary(): one log line with the skipped steps and the saving in calls", "[trace]") {
+  easycache::config cfg = test::small_config();
+  cfg.branches = 2;
+  easycache::controller<Eigen::VectorXd> cache(cfg);
+  Eigen::VectorXd out;
+  for (std::size_t t = 0; t < 8; ++t)
+    for (std::size_t b = 0; b < 2; ++b) cache.step(test::constant(4, double(t)), out, {t, 0.0, b}, test::affine);
+  REQUIRE(test::pattern(cache.trace()) == "CCSSSSCC");
+  CHECK(cache.stats().skipped_steps == 4);
+  CHECK(easycache::summary(cache.stats()) ==
+        "easycache: skipped 4 of 8 steps (8 of 16 evaluations from the cache), 2.00x fewer denoiser calls");
+  easycache::statistics three;
+  three.steps = 3;
+  three.evaluations = 3;
+  three.calls = 2;
+  three.skips = 1;
+  three.skipped_steps = 1;
+  CHECK(easycache::summary(three) ==
+        "easycache: skipped 1 of 3 steps (1 of 3 evaluations from the cache), 1.50x fewer denoiser calls");
+  three.calls = 3;
+  three.evaluations = 7;
+  CHECK_THAT(easycache::summary(three), Catch::EndsWith("), 2.33x fewer denoiser calls"));
+}

@@ -107,6 +107,7 @@ class batch_controller {
       total.calls += one.calls;
       total.skips += one.skips;
       total.extra_evaluations += one.extra_evaluations;
+      total.skipped_steps += one.skipped_steps;
       for (std::size_t r = 0; r < reason_count; ++r) total.reasons[r] += one.reasons[r];
     }
     return total;

@@ -714,6 +714,7 @@ class controller {
     decision_ = chosen;
     ++stats_.reasons[static_cast<std::size_t>(chosen.reason)];
     ++stats_.steps;
+    stats_.skipped_steps += chosen.action == action::skip;
     step_record record = p.record_;
     record.action = chosen.action;
     record.reason = chosen.reason;
