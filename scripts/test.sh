@@ -11,7 +11,8 @@
 # "skipped" where no GPU is (docs/gpu-tests.md runs them on one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/deps.sh core torch mpi fuzz valgrind
+# bench: Google Benchmark, for the configure.benchmarks test (configure only).
+scripts/deps.sh core torch mpi fuzz valgrind bench
 
 nvcc=$(command -v nvcc || true)
 [[ -z "$nvcc" && -x /usr/local/cuda/bin/nvcc ]] && nvcc=/usr/local/cuda/bin/nvcc
