@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Builds and runs every easycache test: g++ and clang++, C++17 and C++20, and
-# AddressSanitizer + UndefinedBehaviorSanitizer builds, warnings as errors; then
-# fuzzes for about 60 s (libFuzzer, from the committed corpora: step() and the
-# configuration 30 s, the rest of the API 30 s) and runs the release test
-# programs under valgrind memcheck.
+# AddressSanitizer + UndefinedBehaviorSanitizer builds, warnings as errors; runs
+# the thread tests alone under ThreadSanitizer; then fuzzes for about 60 s
+# (libFuzzer, from the committed corpora: step() and the configuration 30 s,
+# the rest of the API 30 s) and runs the release test programs under valgrind
+# memcheck.
 # The LibTorch backend (Debian's libtorch-dev, CPU) is built and tested in the two
 # release builds, not under sanitizers (libtorch is not instrumented). The CUDA
 # backend is compiled by nvcc in the g++ release build; its GPU tests report
 # "skipped" where no GPU is (docs/gpu-tests.md runs them on one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/deps.sh core torch mpi fuzz valgrind
+# bench: Google Benchmark, for the configure.benchmarks test (configure only).
+scripts/deps.sh core torch mpi fuzz valgrind bench
 
 nvcc=$(command -v nvcc || true)
 [[ -z "$nvcc" && -x /usr/local/cuda/bin/nvcc ]] && nvcc=/usr/local/cuda/bin/nvcc
@@ -50,6 +52,25 @@ run gcc-cxx20-sanitize -DCMAKE_CXX_COMPILER=g++ -DCMAKE_BUILD_TYPE=Debug -DEASYC
   -DEASYCACHE_SANITIZE=address,undefined -DEASYCACHE_TORCH=OFF -DEASYCACHE_CUDA=OFF
 run clang-sanitize -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug -DEASYCACHE_SANITIZE=address,undefined \
   -DEASYCACHE_TORCH=OFF -DEASYCACHE_CUDA=OFF
+
+# ThreadSanitizer on the one program that runs controllers in concurrent threads
+# (tests/test_threads.cpp; the rest of the suite is single-threaded): built
+# alone, in a tree of its own, and run directly (the tree's other tests are not built).
+tsan() {
+  echo "=== tsan"
+  local dir=build/tsan
+  cmake -S . -B "$dir" -G Ninja -DEASYCACHE_WERROR=ON -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug \
+    -DEASYCACHE_SANITIZE=thread -DEASYCACHE_TORCH=OFF -DEASYCACHE_CUDA=OFF -DEASYCACHE_MPI=OFF \
+    -DEASYCACHE_BUILD_EXAMPLES=OFF -DEASYCACHE_INSTALL=OFF >/dev/null
+  cmake --build "$dir" -j "$jobs" --target easycache_thread_tests
+  if TSAN_OPTIONS=halt_on_error=1 "$dir/tests/easycache_thread_tests" >"$dir/tsan.log" 2>&1; then
+    summary+=("tsan: $(grep -E '^All tests passed' "$dir/tsan.log"), no data race (ThreadSanitizer)")
+  else
+    tail -n 80 "$dir/tsan.log"
+    summary+=("tsan: FAILED (see $dir/tsan.log)")
+    failed=1
+  fi
+}
 
 # libFuzzer on the two targets (tests/fuzz), one process each, 30 s each, each
 # starting from a copy of its committed corpus so that the corpus itself is never modified.
@@ -104,6 +125,7 @@ memcheck() {
   summary+=("valgrind: $clean of $total programs clean (memcheck, --leak-check=full)")
 }
 
+tsan
 fuzz
 memcheck
 

@@ -55,9 +55,12 @@ struct placeholder_traits {
 /// an earlier step than the last one taken, after the schedule's last step, or
 /// with another step_info::steps begins a new one, wherever it starts.
 ///
-/// Threads: a controller is not shared between threads without external
-/// synchronisation; independent controllers run in independent threads freely
-/// (the library has no global mutable state).
+/// Threads: independent controllers may run concurrently in independent
+/// threads (the library has no global or static mutable state). One
+/// controller is not to be shared between threads without external
+/// synchronisation; its const member functions (configuration(), stats(),
+/// trace(), policy()) may be called concurrently only while no thread
+/// mutates it (docs/design.md, "Threads").
 ///
 /// \tparam Tensor  any type with a complete easycache::tensor_traits<Tensor>.
 /// \tparam Policy  the decision rule; easycache_policy is the reference rule.
@@ -179,7 +182,7 @@ class controller {
                                                   ", branch ", info.branch));
         } else if constexpr (form == detail::form_return_info) {
           assign_result(x, out, denoiser(x, info), info);
-        } else {
+        } else if constexpr (form == detail::form_return) {
           assign_result(x, out, denoiser(x), info);
         }
       } catch (...) {

@@ -19,7 +19,9 @@
 namespace easycache {
 
 /// A non-owning view of `size` contiguous elements of host memory.
-/// `Scalar` is float or double. The caller keeps the memory alive.
+/// `Scalar` is float or double. The caller keeps the memory alive. `data` may
+/// be at any byte address, aligned for `Scalar` or not (a tensor inside a
+/// packed buffer): the host passes read and write elements as bytes.
 template <class Scalar>
 struct host_buffer {
   Scalar* data = nullptr;
@@ -57,7 +59,8 @@ struct host_workspace {
 }  // namespace detail
 
 /// Base for tensor_traits of any tensor type whose elements are contiguous in
-/// host memory. The specialization derives from it and adds:
+/// host memory, at any address (see host_buffer). The specialization derives
+/// from it and adds:
 ///
 ///   static const Scalar* data(const T&);   // first element
 ///   static Scalar* data(T&);               // (may be one function for view types)

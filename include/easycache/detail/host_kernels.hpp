@@ -24,6 +24,22 @@ inline constexpr std::size_t block = 1024;
 template <class S>
 using lane_type = std::conditional_t<std::is_same_v<S, double>, double, float>;
 
+// Element i of p, and its store. Host tensors may start at any byte (ggml
+// tensors inside packed buffers, a float* at an odd address), so every element
+// is copied through a byte pointer, which promises no alignment: the same
+// instructions as p[i] on x86-64 and AArch64, vectorized alike, and defined
+// behaviour where p[i] is not.
+template <class S>
+inline S load(const S* p, std::size_t i) noexcept {
+  S value;
+  std::memcpy(&value, reinterpret_cast<const unsigned char*>(p) + i * sizeof(S), sizeof(S));
+  return value;
+}
+template <class S>
+inline void store(S* p, std::size_t i, S value) noexcept {
+  std::memcpy(reinterpret_cast<unsigned char*>(p) + i * sizeof(S), &value, sizeof(S));
+}
+
 // Calls chunk(begin, end, sample_step) over [0, n) in order. The sampled
 // elements of a chunk are begin, begin + sample_step, ... < end; sample_step 0
 // means none. Stride 1 gives the single chunk [0, n) with step 1.
@@ -48,8 +64,9 @@ void for_each_chunk(std::size_t n, const statistics_sampling& sampling, Chunk&& 
   }
 }
 
-// The float passes, four lanes at a time (simd.hpp). Each has the scalar
-// code's lane order, and writes with streaming stores where `Stream`.
+// The float passes, four lanes at a time, and the double sum, two (simd.hpp).
+// Each has the scalar code's lane order, and writes with streaming stores
+// where `Stream`.
 namespace vec {
 
 template <bool Stream>
@@ -74,7 +91,24 @@ inline double sum_abs_diff(const float* a, const float* b, std::size_t begin, st
     }
     simd::add_lanes(low, high, total);
   }
-  for (; i < end; ++i) total += static_cast<double>(std::abs(a[i] - b[i]));
+  for (; i < end; ++i) total += static_cast<double>(std::abs(load(a, i) - load(b, i)));
+  return total;
+}
+
+// The same over doubles: 8 lanes in four vectors, in double.
+inline double sum_abs_diff(const double* a, const double* b, std::size_t begin, std::size_t end) noexcept {
+  double total = 0;
+  std::size_t i = begin;
+  while (i + lanes <= end) {
+    simd::f64x2 acc[4];
+    for (simd::f64x2& lane_pair : acc) lane_pair = simd::zero_f64x2();
+    const std::size_t stop = i + block <= end ? i + block : end - (end - i) % lanes;
+    for (; i < stop; i += lanes)
+      for (std::size_t h = 0; h < 4; ++h)
+        acc[h] = acc[h] + simd::abs(simd::load(a + i + 2 * h) - simd::load(b + i + 2 * h));
+    simd::add_lanes(acc, total);
+  }
+  for (; i < end; ++i) total += std::abs(load(a, i) - load(b, i));
   return total;
 }
 
@@ -91,12 +125,13 @@ void add(const float* x, const float* delta, float* out, float* copy, std::size_
       put<Stream>(out + i, xi + simd::load(delta + i));
     }
     for (std::size_t i = vector_end; i < n; ++i) {
-      copy[i] = x[i];
-      out[i] = x[i] + delta[i];
+      const float xi = load(x, i);
+      store(copy, i, xi);
+      store(out, i, xi + load(delta, i));
     }
   } else {
     for (std::size_t i = 0; i < vector_end; i += 4) put<Stream>(out + i, simd::load(x + i) + simd::load(delta + i));
-    for (std::size_t i = vector_end; i < n; ++i) out[i] = x[i] + delta[i];
+    for (std::size_t i = vector_end; i < n; ++i) store(out, i, load(x, i) + load(delta, i));
   }
   if constexpr (Stream) simd::stream_fence();
 }
@@ -112,8 +147,9 @@ void add_extrapolated(const float* x, const float* delta, const float* delta_pre
     put<Stream>(out + i, xi + (di + w * (di - simd::load(delta_prev + i))));
   }
   for (std::size_t i = vector_end; i < n; ++i) {
-    if (copy) copy[i] = x[i];
-    out[i] = x[i] + (delta[i] + weight * (delta[i] - delta_prev[i]));
+    const float xi = load(x, i), di = load(delta, i);
+    if (copy) store(copy, i, xi);
+    store(out, i, xi + (di + weight * (di - load(delta_prev, i))));
   }
   if constexpr (Stream) simd::stream_fence();
 }
@@ -145,13 +181,15 @@ void commit(const float* x, const float* v, float* x_last, float* delta, std::si
     simd::add_lanes(norm[0], norm[1], output_norm);
   }
   for (; i < n; ++i) {
+    const float xi = load(x, i), vi = load(v, i);
     if constexpr (MeasureChange) {
-      output_change += static_cast<double>(std::abs(v[i] - (x_last[i] + delta[i])));
-      input_change += static_cast<double>(std::abs(x[i] - x_last[i]));
+      const float li = load(x_last, i);
+      output_change += static_cast<double>(std::abs(vi - (li + load(delta, i))));
+      input_change += static_cast<double>(std::abs(xi - li));
     }
-    output_norm += static_cast<double>(std::abs(v[i]));
-    x_last[i] = x[i];
-    delta[i] = v[i] - x[i];
+    output_norm += static_cast<double>(std::abs(vi));
+    store(x_last, i, xi);
+    store(delta, i, vi - xi);
   }
   if constexpr (Stream) simd::stream_fence();
 }
@@ -163,25 +201,9 @@ template <class S>
 double sum_abs_diff_range(const S* a, const S* b, std::size_t begin, std::size_t end, std::size_t step) {
   using L = lane_type<S>;
   double total = 0;
-  if (step == 1) {
-    if constexpr (std::is_same_v<S, float>) {
-      return vec::sum_abs_diff(a, b, begin, end);
-    } else {
-      std::size_t i = begin;
-      while (i + lanes <= end) {
-        L acc[lanes] = {};
-        const std::size_t stop = i + block <= end ? i + block : end - (end - i) % lanes;
-        for (; i < stop; i += lanes)
-          for (std::size_t j = 0; j < lanes; ++j)
-            acc[j] += std::abs(static_cast<L>(a[i + j]) - static_cast<L>(b[i + j]));
-        for (std::size_t j = 0; j < lanes; ++j) total += static_cast<double>(acc[j]);
-      }
-      for (; i < end; ++i) total += static_cast<double>(std::abs(static_cast<L>(a[i]) - static_cast<L>(b[i])));
-    }
-  } else {
-    for (std::size_t i = begin; i < end; i += step)
-      total += static_cast<double>(std::abs(static_cast<L>(a[i]) - static_cast<L>(b[i])));
-  }
+  if (step == 1) return vec::sum_abs_diff(a, b, begin, end);
+  for (std::size_t i = begin; i < end; i += step)
+    total += static_cast<double>(std::abs(static_cast<L>(load(a, i)) - static_cast<L>(load(b, i))));
   return total;
 }
 
@@ -206,12 +228,12 @@ void add(const S* x, const S* delta, S* out, S* copy, std::size_t n) {
     }
   } else if (copy) {
     for (std::size_t i = 0; i < n; ++i) {
-      const S xi = x[i];
-      copy[i] = xi;
-      out[i] = xi + delta[i];
+      const S xi = load(x, i);
+      store(copy, i, xi);
+      store(out, i, xi + load(delta, i));
     }
   } else {
-    for (std::size_t i = 0; i < n; ++i) out[i] = x[i] + delta[i];
+    for (std::size_t i = 0; i < n; ++i) store(out, i, load(x, i) + load(delta, i));
   }
 }
 
@@ -228,9 +250,9 @@ void add_extrapolated(const S* x, const S* delta, const S* delta_prev, double we
     }
   } else {
     for (std::size_t i = 0; i < n; ++i) {
-      const S xi = x[i], di = delta[i];
-      if (copy) copy[i] = xi;
-      out[i] = xi + (di + w * (di - delta_prev[i]));
+      const S xi = load(x, i), di = load(delta, i);
+      if (copy) store(copy, i, xi);
+      store(out, i, xi + (di + w * (di - load(delta_prev, i))));
     }
   }
 }
@@ -239,8 +261,8 @@ void add_extrapolated(const S* x, const S* delta, const S* delta_prev, double we
 template <class S>
 void add_buffers(const S* a, const S* b, const S* x, S* out, S* copy, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) {
-    if (copy) copy[i] = x[i];
-    out[i] = a[i] + b[i];
+    if (copy) store(copy, i, load(x, i));
+    store(out, i, load(a, i) + load(b, i));
   }
 }
 
@@ -253,7 +275,7 @@ void copy(const S* from, S* to, std::size_t n) {
 /// delta = v − x.
 template <class S>
 void subtract(const S* v, const S* x, S* delta, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i) delta[i] = v[i] - x[i];
+  for (std::size_t i = 0; i < n; ++i) store(delta, i, load(v, i) - load(x, i));
 }
 
 struct commit_sums {
@@ -268,13 +290,74 @@ void commit_sums_range(const S* x, const S* v, const S* x_last, const S* delta, 
                        std::size_t step, bool measure_change, commit_sums& sums) {
   using L = lane_type<S>;
   for (std::size_t i = begin; i < end; i += step) {
-    const L vi = static_cast<L>(v[i]);
+    const L vi = static_cast<L>(load(v, i));
     sums.output_norm += static_cast<double>(std::abs(vi));
     if (measure_change) {
-      const L li = static_cast<L>(x_last[i]);
-      sums.output_change += static_cast<double>(std::abs(vi - (li + static_cast<L>(delta[i]))));
-      sums.input_change += static_cast<double>(std::abs(static_cast<L>(x[i]) - li));
+      const L li = static_cast<L>(load(x_last, i));
+      sums.output_change += static_cast<double>(std::abs(vi - (li + static_cast<L>(load(delta, i)))));
+      sums.input_change += static_cast<double>(std::abs(static_cast<L>(load(x, i)) - li));
     }
+  }
+}
+
+// The commit's writes over [begin, end): x_last = x, delta = v − x. The
+// pointers are parameters, not captures by reference: the byte stores of
+// store() may alias any object in memory, and a pointer kept there would be
+// reloaded at every element (which stops the vectorizer).
+template <class S>
+void commit_writes(const S* x, const S* v, S* x_last, S* delta, std::size_t begin, std::size_t end) noexcept {
+  for (std::size_t i = begin; i < end; ++i) {
+    const S xi = load(x, i);
+    store(x_last, i, xi);
+    store(delta, i, load(v, i) - xi);
+  }
+}
+
+// commit_writes, also returning the sum of v − v (0, or NaN for a non-finite v).
+template <class S>
+S commit_writes_checked(const S* x, const S* v, S* x_last, S* delta, std::size_t begin, std::size_t end) noexcept {
+  S check = 0;
+  for (std::size_t i = begin; i < end; ++i) {
+    const S xi = load(x, i), vi = load(v, i);
+    check += vi - vi;
+    store(x_last, i, xi);
+    store(delta, i, vi - xi);
+  }
+  return check;
+}
+
+// The unsampled commit of doubles over [0, n): the 8 lanes in four vectors,
+// in double over blocks. Left to the vectorizer (once the loads were memcpys)
+// the lane loop was unrolled first and then vectorized across iterations of
+// the block loop, with shuffles: 1.4x (clang 14) to 2.4x (g++ 12) slower.
+template <bool MeasureChange>
+void commit_lanes(const double* x, const double* v, double* x_last, double* delta, std::size_t n,
+                  commit_sums& sums) noexcept {
+  std::size_t i = 0;
+  while (i + lanes <= n) {
+    simd::f64x2 change[4], moved[4], norm[4];
+    for (std::size_t h = 0; h < 4; ++h) change[h] = moved[h] = norm[h] = simd::zero_f64x2();
+    const std::size_t stop = i + block <= n ? i + block : n - (n - i) % lanes;
+    for (; i < stop; i += lanes)
+      for (std::size_t h = 0; h < 4; ++h) {
+        const std::size_t k = i + 2 * h;
+        const simd::f64x2 xi = simd::load(x + k), vi = simd::load(v + k);
+        if constexpr (MeasureChange) {
+          const simd::f64x2 li = simd::load(x_last + k), di = simd::load(delta + k);
+          change[h] = change[h] + simd::abs(vi - (li + di));
+          moved[h] = moved[h] + simd::abs(xi - li);
+        }
+        norm[h] = norm[h] + simd::abs(vi);
+        simd::store(x_last + k, xi);
+        simd::store(delta + k, vi - xi);
+      }
+    simd::add_lanes(change, sums.output_change);
+    simd::add_lanes(moved, sums.input_change);
+    simd::add_lanes(norm, sums.output_norm);
+  }
+  if (i < n) {
+    commit_sums_range(x, v, x_last, delta, i, n, 1, MeasureChange, sums);
+    commit_writes(x, v, x_last, delta, i, n);
   }
 }
 
@@ -284,7 +367,6 @@ void commit_sums_range(const S* x, const S* v, const S* x_last, const S* delta, 
 template <class S>
 commit_sums commit(const S* x, const S* v, S* x_last, S* delta, std::size_t n, bool measure_change,
                    const statistics_sampling& sampling) {
-  using L = lane_type<S>;
   commit_sums sums;
   if (sampling.stride <= 1) {
     if constexpr (std::is_same_v<S, float>) {
@@ -296,34 +378,10 @@ commit_sums commit(const S* x, const S* v, S* x_last, S* delta, std::size_t n, b
       if (!stream && !measure_change) vec::commit<false, false>(x, v, x_last, delta, n, change, moved, norm);
       return sums;
     } else {
-      std::size_t i = 0;
-      while (i + lanes <= n) {
-        L change[lanes] = {}, moved[lanes] = {}, norm[lanes] = {};
-        const std::size_t stop = i + block <= n ? i + block : n - (n - i) % lanes;
-        for (; i < stop; i += lanes)
-          for (std::size_t j = 0; j < lanes; ++j) {
-            const L xi = static_cast<L>(x[i + j]), vi = static_cast<L>(v[i + j]);
-            if (measure_change) {
-              const L li = static_cast<L>(x_last[i + j]), di = static_cast<L>(delta[i + j]);
-              change[j] += std::abs(vi - (li + di));
-              moved[j] += std::abs(xi - li);
-            }
-            norm[j] += std::abs(vi);
-            x_last[i + j] = x[i + j];
-            delta[i + j] = v[i + j] - x[i + j];
-          }
-        for (std::size_t j = 0; j < lanes; ++j) {
-          sums.output_change += static_cast<double>(change[j]);
-          sums.input_change += static_cast<double>(moved[j]);
-          sums.output_norm += static_cast<double>(norm[j]);
-        }
-      }
-      if (i < n) {
-        commit_sums_range(x, v, x_last, delta, i, n, 1, measure_change, sums);
-        for (; i < n; ++i) {
-          x_last[i] = x[i];
-          delta[i] = v[i] - x[i];
-        }
+      if (measure_change) {
+        commit_lanes<true>(x, v, x_last, delta, n, sums);
+      } else {
+        commit_lanes<false>(x, v, x_last, delta, n, sums);
       }
       return sums;
     }
@@ -331,15 +389,11 @@ commit_sums commit(const S* x, const S* v, S* x_last, S* delta, std::size_t n, b
   // The norm misses unsampled elements: v − v is 0 for a finite v and NaN
   // otherwise, so a non-finite output anywhere makes the norm NaN and is never
   // cached (in this pass, which reads every element anyway).
-  L finite_check = 0;
-  for_each_chunk(n, sampling, [&](std::size_t begin, std::size_t end, std::size_t step) {
+  S finite_check = 0;
+  for_each_chunk(n, sampling, [x, v, x_last, delta, measure_change, &sums, &finite_check](
+                                  std::size_t begin, std::size_t end, std::size_t step) {
     if (step) commit_sums_range(x, v, x_last, delta, begin, end, step, measure_change, sums);
-    for (std::size_t i = begin; i < end; ++i) {
-      const L vi = static_cast<L>(v[i]);
-      finite_check += vi - vi;
-      x_last[i] = x[i];
-      delta[i] = v[i] - x[i];
-    }
+    finite_check += commit_writes_checked(x, v, x_last, delta, begin, end);
   });
   sums.output_norm += static_cast<double>(finite_check);
   return sums;
