@@ -634,7 +634,6 @@ class controller {
 
   void begin_branch(const Tensor& x, pending& p) {
     const step_info& info = p.info_;
-    const branch_state& branch = branches_[info.branch];
     const bool anchor_open = in_generation_ && anchor_open_serial_ != 0 && anchor_open_step_ == info.index;
     const bool anchor_finished = in_generation_ && sequence_.last() == info.index;
     const bool anchor_failed = in_generation_ && anchor_failed_step_ == info.index;
@@ -646,6 +645,7 @@ class controller {
                                   current != detail::no_step ? std::to_string(current) : "",
                                   current != detail::no_step ? ")" : ""));
     }
+    const branch_state& branch = branches_[info.branch];  // sized for config.branches: a generation is in progress
     if (info.steps != 0 && info.steps != sequence_.steps())
       throw error(detail::message("step_info::steps of branch ", info.branch, " is ", info.steps, " at step ",
                                   info.index, "; branch 0's schedule has ", sequence_.steps()));

@@ -14,7 +14,12 @@
 //    evenly_spaced with any counts), budget_policy (budget::calls of any count,
 //    budget::speedup of any value, any smoothing); then a sequence of
 //    operations: begin_step / finish_step and step() for the next evaluation of
-//    a sampler or a random one (out of order, branch twice, past the end);
+//    a sampler (branches sometimes left out of a step) or a random one (out of
+//    order, branch twice, past the end, another schedule length); generations
+//    that start mid-schedule or with a schedule length of their own
+//    (step_info::steps); branch 0 after a gap, at its last step again, at an
+//    earlier step; batched guidance (every branch begun before branch 0
+//    finishes, a branch finished first, branch 0 begun again in between);
 //    pendings abandoned, begun twice, finished late (stale, after reset(), after
 //    the next anchor step) or on another controller; finish_step with an input
 //    of another size, an output of the wrong size, without memory or aliasing
@@ -33,28 +38,42 @@
 // Invariants (a violation aborts with a message):
 //  - only easycache::error, the denoiser's own and the hook's own exception
 //    leave the library, and an easycache::error comes exactly when the model
-//    says the call is invalid (a stale or foreign pending included);
+//    says the call is invalid (a stale or foreign pending included; a branch's
+//    pending begun on branch 0's unfinished evaluation waits for it to finish,
+//    and is stale once branch 0 was begun again); a second evaluation of a step
+//    is refused as "evaluated twice";
+//  - the sequence model (include/easycache/detail/generation.hpp): branch 0
+//    starts a generation (emptying statistics and trace, even where a mask or
+//    budget then refuses its schedule length) when none is in progress or none
+//    of its steps finished, with another schedule length, at an earlier step, or
+//    after the schedule's last step (a repeat of that step refused); a later
+//    step than the next is a gap and is computed; another branch needs branch 0
+//    of its step begun, finished, or failed in step() (then it computes with
+//    out_of_sequence);
 //  - a refused call, a throwing denoiser (two-phase: an abandoned pending) and
 //    a throwing hook change nothing: statistics, trace and every pending's
-//    validity are as before (step 0 starts the generation when begun);
+//    validity are as before (a call that starts a generation starts it when begun);
 //  - statistics add up: evaluations = calls + skips, extra evaluations are
 //    counted as calls, the reasons sum to the steps, the trace holds one record
 //    per evaluation, and all equal the model's counts;
-//  - forced steps (warm-up, last, outside the window) are computed by the
-//    policies that honour them; a skip needs a cached vector (the anchor: one
-//    computed step; two for the reference rule, whose skips come from usable,
-//    non-negative statistics with E < τ); fixed_interval and step_mask
-//    decisions are the ones their rule gives; other branches follow the anchor;
+//  - forced steps (warm-up counted from the generation's first step, the
+//    schedule's last step, outside the window) are computed, with their reason,
+//    by the policies that honour them; a skip needs a cached vector (the anchor:
+//    one computed step; two for the reference rule, whose skips come from
+//    usable, non-negative statistics with E < τ); fixed_interval (counted from
+//    the first step) and step_mask decisions are the ones their rule gives;
+//    other branches follow the anchor, but compute (no_history, stale_branch)
+//    rather than replay none or a vector older than the anchor's last compute;
 //  - a skipped output is x + Δ_a exactly, or x + Δ_a + w·(Δ_a − Δ_b) with the
 //    linear predictor after two computed steps at distinct timesteps and a
 //    finite w; it is finite when every input and denoiser output of the
 //    generation was finite and moderate (and |w| moderate); a computed output
 //    is the denoiser's;
 //  - budget_policy: a budget accepted by configure is feasible and is met
-//    exactly when the generation completes (progress not given); one refused
-//    is infeasible;
-//  - step_mask_policy::from_trace of a completed generation, replayed on its
-//    inputs and outputs, gives the same decisions and bit-identical outputs;
+//    exactly when a generation of every step of config.steps from step 0
+//    completes (progress not given); one refused is infeasible;
+//  - step_mask_policy::from_trace of such a completed generation, replayed on
+//    its inputs and outputs, gives the same decisions and bit-identical outputs;
 //  - batch_controller behaves as one controller per sample, called in order,
 //    stopping at the first error, and finish_step resumes at the failed sample;
 //  - recorded_trajectory::load either throws easycache::error or returns a
@@ -91,7 +110,8 @@ struct tally {
   std::size_t runs = 0, begins = 0, finishes = 0, computed = 0, skipped = 0, extra = 0, extrapolated = 0, refused = 0,
               stale_refused = 0, denoiser_threw = 0, hook_threw = 0, hook_calls = 0, policies_refused = 0,
               budgets_met = 0, mask_replays = 0, batch_steps = 0, batch_resumed = 0, loads = 0, loads_refused = 0,
-              trajectory_replays = 0;
+              trajectory_replays = 0, starts = 0, mid_schedule_starts = 0, schedule_lengths = 0, schedules_refused = 0,
+              gaps = 0, twice_refused = 0, stale_branches = 0, after_failure = 0, batched = 0, waiting_refused = 0, probes = 0;
 } seen;
 
 struct denoiser_failure {};  // what the fuzzed denoiser throws
@@ -176,15 +196,27 @@ std::string describe(const easycache::config& c) {
   return d + (c.record_trace ? ", trace" : "") + (c.measure_forced_steps ? ", measure_forced" : "");
 }
 
-// The forced-compute rule of the policies that honour it, restated.
-bool forced(const easycache::config& c, std::size_t index, double progress) {
+// The forced-compute rule of the policies that honour it, restated: in a
+// generation that starts at step `first` of a schedule of `steps` steps, the
+// warm-up counts from `first` and the schedule's last step is forced.
+bool forced(const easycache::config& c, std::size_t index, double progress, std::size_t first, std::size_t steps) {
   if (c.window) return progress < c.window->start || progress >= c.window->end;
-  return index < c.warmup_steps || index + 1 >= c.steps;
+  return index - first < c.warmup_steps || index + 1 >= steps;
+}
+bool forced(const easycache::config& c, std::size_t index, double progress) {
+  return forced(c, index, progress, 0, c.steps);
 }
 
-double default_progress(const easycache::config& c, std::size_t index) {
-  return static_cast<double>(index) / static_cast<double>(c.steps);
+// The reason a forced step is computed with.
+reason forced_reason(const easycache::config& c, std::size_t index, std::size_t first) {
+  if (c.window) return reason::outside_window;
+  return index - first < c.warmup_steps ? reason::warmup : reason::last_step;
 }
+
+double default_progress(std::size_t index, std::size_t steps) {
+  return static_cast<double>(index) / static_cast<double>(steps);
+}
+double default_progress(const easycache::config& c, std::size_t index) { return default_progress(index, c.steps); }
 
 // ---- policies ----
 
@@ -255,19 +287,26 @@ struct policy_setup {
   }
 
   // The decision of a rule that needs no statistics, before the controller's
-  // "nothing cached yet" override; nullopt for the reference rule and budgets.
-  std::optional<action> planned(const easycache::config& c, std::size_t index, double progress) const {
+  // "nothing cached yet" and "after a gap" overrides; nullopt for the reference
+  // rule and budgets. The fixed interval counts from the generation's first step.
+  std::optional<action> planned(const easycache::config& c, std::size_t index, double progress, std::size_t first,
+                                std::size_t steps) const {
     if (kind == policy_kind::mask || kind == policy_kind::evenly_spaced) {
       const std::vector<bool>& m = kind == policy_kind::mask ? mask : evenly_spaced_mask();
       return index >= m.size() || m[index] ? action::compute : action::skip;
     }
     if (kind == policy_kind::fixed_interval) {
-      if (forced(c, index, progress)) return action::compute;
-      const std::size_t since = index - std::min(index, c.warmup_steps);
+      if (forced(c, index, progress, first, steps)) return action::compute;
+      const std::size_t position = index - first;
+      const std::size_t since = position - std::min(position, c.warmup_steps);
       return since % interval == 0 ? action::compute : action::skip;
     }
     return std::nullopt;
   }
+
+  // Masks and budgets are made for config.steps steps: they refuse (in plan())
+  // a generation whose schedule has another length.
+  bool fixed_schedule() const { return kind == policy_kind::mask || kind == policy_kind::evenly_spaced || budget(); }
 
   bool honours_forced_steps() const { return kind != policy_kind::mask && kind != policy_kind::evenly_spaced; }
 
@@ -340,6 +379,7 @@ class api_harness {
   using controller = easycache::controller<tensor, easycache::any_policy>;
   using pending = typename controller::pending;
   static constexpr std::size_t extra_key = std::numeric_limits<std::size_t>::max();
+  static constexpr std::size_t no_step = std::numeric_limits<std::size_t>::max();
 
   struct holder {
     std::vector<S> storage;
@@ -358,17 +398,37 @@ class api_harness {
   };
 
   struct branch_model {
-    bool sized = false, done = false;
+    bool sized = false;
     std::size_t size = 0, computes = 0;
+    std::size_t last_step = no_step;     // the step of its last finished evaluation
+    std::size_t last_compute = no_step;  // the step its cached vector is from
     std::vector<S> delta, delta_prev;
     double t_last = 0, t_prev = 0;
+  };
+
+  // Which evaluation of branch 0 another branch's call follows.
+  enum class follows { nothing, open, finished, failed };
+
+  // What the model says about a call before it is made.
+  struct call_plan {
+    std::size_t steps = 0;   // its schedule length: step_info::steps, or config.steps
+    bool refused = false;    // easycache::error
+    bool starts = false;     // branch 0 begins a generation (also when the policy then refuses its schedule)
+    bool gap = false;        // branch 0 after steps left out
+    bool twice = false;      // refused as a second evaluation of the step
+    follows after = follows::nothing;
   };
 
   struct issued {
     pending p;
     std::size_t key = 0;  // branch, or extra_key
     std::vector<S> x;     // the input it was begun with
-    bool valid = true;    // the model: finishing it (with good arguments) succeeds
+    bool valid = true;    // the latest begin_step of its branch, not finished, not made stale since
+    // Branch 0: its evaluation's number; another branch: the number of the
+    // anchor evaluation whose verdict it took (0: none, after a failed one).
+    std::uint64_t anchor = 0;
+    follows after = follows::nothing;
+    std::uint64_t handle = 0;  // the harness's name for it (its position in issued_ moves)
   };
 
   // A finished evaluation of the generation (extra ones aside), for the mask replay.
@@ -407,6 +467,9 @@ class api_harness {
         case 6: evaluate(random_call(), false); break;
         case 7: evaluate(random_call(), true); break;
         case 8: abandon(); break;
+        case 13: batched(); break;
+        case 14: new_schedule(); break;
+        case 15: evaluate(out_of_order_call(), in_.flag()); break;
         default: evaluate(next_call(), in_.flag()); break;
       }
       check_stats();
@@ -416,33 +479,63 @@ class api_harness {
  private:
   // ---- calls a sampler makes ----
 
+  std::size_t schedule() const { return schedule_ ? schedule_ : cfg_.steps; }
+  std::size_t schedule_of(const easycache::step_info& info) const { return info.steps ? info.steps : cfg_.steps; }
+  std::size_t last_or_zero() const { return in_gen_ && last_ != no_step ? last_ : 0; }
+
   easycache::step_info make_info(std::size_t index, std::size_t branch) {
     easycache::step_info info;
     info.index = index;
     info.branch = branch;
-    info.timestep = timestep_value(in_, index, cfg_.steps, last_timestep_);
+    info.steps = schedule_;
+    info.timestep = timestep_value(in_, index, schedule(), last_timestep_);
     last_timestep_ = info.timestep;
     if (in_.choice(8) == 0) info.progress = progress_value(in_);
     return info;
   }
 
-  // The missing branches of the current step, else the anchor of the next step (or step 0).
+  // The missing branches of the current step (some left out: guidance on part
+  // of the schedule), else the anchor of the next step (or the first step of a
+  // new generation). After a failed anchor, sometimes its step's other branches.
   easycache::step_info next_call() {
-    if (in_gen_ && steps_done_ > 0) {
+    if (in_gen_ && failed_ != no_step) {
       for (std::size_t b = 1; b < branches_.size(); ++b)
-        if (!branches_[b].done && in_.choice(8) != 0) return make_info(steps_done_ - 1, b);
+        if (branches_[b].last_step != failed_ && in_.choice(4) == 0) return make_info(failed_, b);
     }
-    return make_info(in_gen_ && steps_done_ < cfg_.steps ? steps_done_ : 0, 0);
+    if (in_gen_ && last_ != no_step) {
+      for (std::size_t b = 1; b < branches_.size(); ++b)
+        if (branches_[b].last_step != last_ && in_.choice(8) != 0) return make_info(last_, b);
+    }
+    return make_info(next_anchor_step(), 0);
   }
 
+  std::size_t next_anchor_step() const {
+    const bool continues = in_gen_ && last_ != no_step && last_ + 1 < gen_steps_ && gen_steps_ == schedule();
+    return continues ? last_ + 1 : std::min(start_index_, schedule() - 1);
+  }
+
+  // Any step of any branch (out of range too), sometimes with another schedule length or none.
   easycache::step_info random_call() {
-    return make_info(in_.integer<std::size_t>(0, cfg_.steps), in_.integer<std::size_t>(0, cfg_.branches));
+    easycache::step_info info =
+        make_info(in_.integer<std::size_t>(0, schedule()), in_.integer<std::size_t>(0, cfg_.branches));
+    if (in_.choice(4) == 0) info.steps = in_.choice(3) == 0 ? 0 : in_.integer<std::size_t>(1, schedule() + 2);
+    return info;
   }
 
   easycache::step_info extra_call() {
-    easycache::step_info info = make_info(steps_done_ > 0 ? steps_done_ - 1 : 0, in_.integer<std::size_t>(0, cfg_.branches - 1));
+    easycache::step_info info = make_info(last_or_zero(), in_.integer<std::size_t>(0, cfg_.branches - 1));
     info.extra_evaluation = true;
     return info;
+  }
+
+  // Branch 0 out of order: after a gap, the last step again, an earlier step.
+  easycache::step_info out_of_order_call() {
+    const std::size_t last = last_or_zero();
+    switch (in_.choice(3)) {
+      case 0: return make_info(last + in_.integer<std::size_t>(2, 4), 0);
+      case 1: return make_info(last, 0);
+      default: return make_info(last - std::min(last, in_.integer<std::size_t>(1, 3)), 0);
+    }
   }
 
   std::size_t choose_size() {
@@ -454,10 +547,12 @@ class api_harness {
     }
   }
 
-  // The anchor's trajectory: smooth motion, sometimes a new size, rarely special values.
+  // The anchor's trajectory: smooth motion, sometimes a new size (mostly where
+  // a generation starts), rarely special values.
   std::vector<S> next_input(const easycache::step_info& info) {
     if (info.branch == 0 && !info.extra_evaluation) {
-      if (trajectory_.empty() || (info.index == 0 && in_.choice(4) == 0) || in_.choice(64) == 0) {
+      const bool starting = classify(info.index, schedule_of(info)) == kind::start;
+      if (trajectory_.empty() || (starting && in_.choice(4) == 0) || in_.choice(64) == 0) {
         trajectory_.assign(choose_size(), S(0));
         const S scale = S(in_.integer<int>(1, 400)) / S(100);
         for (std::size_t i = 0; i < trajectory_.size(); ++i)
@@ -487,15 +582,66 @@ class api_harness {
 
   // ---- the model of the contract ----
 
-  bool begin_refused(const easycache::step_info& info, std::size_t n, bool null_data) const {
-    if (info.branch >= cfg_.branches || info.index >= cfg_.steps) return true;
-    if (linear() && !info.extra_evaluation && !std::isfinite(info.timestep)) return true;
-    if (null_data && n != 0) return true;
-    if (info.extra_evaluation) return !in_gen_;
-    if (info.branch == 0) return info.index != 0 && (!in_gen_ || info.index != steps_done_ || n != anchor_size_);
-    if (!in_gen_ || steps_done_ == 0 || info.index + 1 != steps_done_) return true;
+  // How branch 0's call relates to the generation in progress: it starts one
+  // when none is in progress, none of its steps has finished, the schedule
+  // length differs, the step is earlier, or the last step has finished (but a
+  // repeat of that step is refused when the generation took more than one).
+  enum class kind { start, next, gap, repeat };
+  kind classify(std::size_t index, std::size_t steps) const {
+    if (!in_gen_ || last_ == no_step || steps != gen_steps_) return kind::start;
+    if (last_ + 1 >= gen_steps_) return index == last_ && last_ != first_ ? kind::repeat : kind::start;
+    if (index < last_) return kind::start;
+    if (index == last_) return kind::repeat;
+    return index == last_ + 1 ? kind::next : kind::gap;
+  }
+
+  // Another branch at `index` needs branch 0 of that step begun (and not
+  // finished), finished last, or failed (its denoiser threw in step()).
+  follows anchor_of(std::size_t index) const {
+    if (!in_gen_) return follows::nothing;
+    if (open_step_ == index) return follows::open;
+    if (last_ == index) return follows::finished;
+    if (failed_ == index) return follows::failed;
+    return follows::nothing;
+  }
+
+  call_plan plan_call(const easycache::step_info& info, std::size_t n, bool null_data) const {
+    call_plan c;
+    c.steps = schedule_of(info);
+    if (info.branch >= cfg_.branches || info.index >= c.steps ||
+        (linear() && !info.extra_evaluation && !std::isfinite(info.timestep)) || (null_data && n != 0)) {
+      c.refused = true;
+      return c;
+    }
+    if (info.extra_evaluation) {
+      c.refused = !in_gen_;
+      return c;
+    }
+    if (info.branch == 0) {
+      switch (classify(info.index, c.steps)) {
+        case kind::start:
+          c.starts = true;
+          c.refused = setup_.fixed_schedule() && c.steps != cfg_.steps;
+          break;
+        case kind::repeat: c.refused = c.twice = true; break;
+        case kind::gap:
+          c.gap = true;
+          c.refused = n != anchor_size_;
+          break;
+        default: c.refused = n != anchor_size_; break;
+      }
+      return c;
+    }
+    c.after = anchor_of(info.index);
+    if (c.after == follows::nothing) {
+      c.refused = true;
+      return c;
+    }
     const branch_model& b = branches_[info.branch];
-    return b.done || (b.sized && n != b.size);
+    const bool other_schedule = info.steps != 0 && info.steps != gen_steps_;
+    c.twice = !other_schedule && b.last_step == info.index;
+    c.refused = other_schedule || c.twice || (b.sized && n != b.size);
+    return c;
   }
 
   bool linear() const { return cfg_.predictor == easycache::skip_predictor::linear_in_timestep; }
@@ -504,53 +650,175 @@ class api_harness {
     return info.extra_evaluation ? extra_key : info.branch;
   }
 
-  // A begin_step the model accepted has taken effect: a new generation at step
-  // 0 (statistics and trace emptied: checked unless the step has finished too),
-  // and the branch's earlier pendings are stale.
-  void begun(const easycache::step_info& info, std::size_t n, bool finished_too = false) {
-    if (info.index == 0 && info.branch == 0 && !info.extra_evaluation) {
-      in_gen_ = true;
-      steps_done_ = 0;
-      anchor_size_ = n;
-      branches_.assign(cfg_.branches, branch_model{});
-      branches_[0].sized = true;
-      branches_[0].size = n;
-      evaluations_ = calls_ = skips_ = extras_ = anchor_computes_ = 0;
-      gen_records_ = cfg_.record_trace;
-      gen_default_progress_ = true;
-      gen_moderate_ = true;
-      log_.clear();
-      for (issued& i : issued_) i.valid = false;
-      if (!finished_too)
-        FUZZ_CHECK(cache_->stats().evaluations == 0 && cache_->trace().empty(), "step 0 kept the previous statistics");
-    }
-    for (issued& i : issued_)
-      if (i.key == key_of(info)) i.valid = false;
+  // Branch 0 began a generation at this step: the previous one ended
+  // (statistics and trace emptied: checked unless the step has finished too),
+  // and every pending is stale.
+  void start_generation(const easycache::step_info& info, std::size_t steps, std::size_t n, bool finished_too) {
+    ++seen.starts;
+    seen.mid_schedule_starts += info.index > 0;
+    in_gen_ = true;
+    gen_steps_ = steps;
+    first_ = info.index;
+    last_ = failed_ = open_step_ = anchor_last_compute_ = no_step;
+    open_anchor_ = finished_anchor_ = 0;
+    steps_done_ = 0;
+    anchor_size_ = n;
+    branches_.assign(cfg_.branches, branch_model{});
+    branches_[0].sized = true;
+    branches_[0].size = n;
+    evaluations_ = calls_ = skips_ = extras_ = anchor_computes_ = 0;
+    gen_records_ = cfg_.record_trace;
+    gen_default_progress_ = true;
+    gen_moderate_ = true;
+    gen_replayable_ = true;
+    log_.clear();
+    for (issued& i : issued_) i.valid = false;
+    if (!finished_too)
+      FUZZ_CHECK(cache_->stats().evaluations == 0 && cache_->trace().empty(), "a new generation kept the previous statistics");
   }
 
-  // The decision the contract allows at begin_step.
-  void check_decision(const easycache::step_info& info, action got) {
+  // A begin_step the model accepted has taken effect (or, refused by the
+  // policy, has started a generation): the branch's earlier pendings are stale;
+  // branch 0's evaluation is open with its verdict (nullopt: not known).
+  // Returns branch 0's evaluation number.
+  std::uint64_t begun(const easycache::step_info& info, std::size_t n, const call_plan& c, std::optional<action> act,
+                      std::optional<reason> why, bool finished_too = false) {
+    if (c.starts) start_generation(info, c.steps, n, finished_too);
+    if (c.refused) return 0;
+    for (issued& i : issued_)
+      if (i.key == key_of(info)) i.valid = false;
+    if (info.extra_evaluation || info.branch != 0) return 0;
+    open_step_ = info.index;
+    open_action_ = act;
+    open_reason_ = why;
+    open_anchor_ = ++anchor_count_;
+    return open_anchor_;
+  }
+
+  // Branch 0's decision where the policy's rule gives it without statistics.
+  std::optional<action> predicted_anchor_action(const easycache::step_info& info, const call_plan& c) const {
+    const std::size_t first = c.starts ? info.index : first_;
+    const std::size_t computes = c.starts ? 0 : anchor_computes_;
+    const double progress = std::isfinite(info.progress) ? info.progress : default_progress(info.index, c.steps);
+    if ((setup_.honours_forced_steps() && forced(cfg_, info.index, progress, first, c.steps)) || c.gap || computes == 0 ||
+        (setup_.kind == policy_kind::reference && computes < 2))
+      return action::compute;
+    return setup_.planned(cfg_, info.index, progress, first, c.steps);
+  }
+
+  // Branch 0's step() at `index` was refused its output with a decision the
+  // model does not know: a compute has made the evaluation a failed one, a skip
+  // has left it unfinished. A begin_step of another branch tells which (its only
+  // effect: that branch's earlier pendings go stale): after a failed anchor it
+  // computes with out_of_sequence (at `index`; at the step that failed before,
+  // it is refused), after an unfinished skip it does not (it is accepted there).
+  // Returns true for an unfinished skip; false also when no branch can tell,
+  // where the two are the same to every later call.
+  bool anchor_left_unfinished(std::size_t index, std::size_t failed_before) {
+    const std::size_t candidates[] = {index, failed_before != index ? failed_before : no_step};
+    for (const std::size_t step : candidates) {
+      if (step == no_step) continue;
+      for (std::size_t b = 1; b < branches_.size(); ++b) {
+        const branch_model& model = branches_[b];
+        if (model.last_step == step) continue;
+        holder probe;
+        probe.set(std::vector<S>(model.sized ? model.size : anchor_size_, S(0.25)));
+        easycache::step_info info(step, 0.5, b);
+        info.steps = gen_steps_;
+        try {
+          const pending p = cache_->begin_step(probe.view, info);
+          ++seen.probes;
+          for (issued& i : issued_)
+            if (i.key == b) i.valid = false;
+          return step != index || p.reason() != reason::out_of_sequence;
+        } catch (const easycache::error& e) {
+          context += std::string(", probe threw: ") + e.what();
+          FUZZ_CHECK(step != index, "another branch's begin_step after branch 0's refused output was refused");
+        }
+      }
+    }
+    return false;
+  }
+
+  // The anchor evaluation another branch's call follows (0: a failed one).
+  std::uint64_t followed(const call_plan& c) const {
+    return c.after == follows::open ? open_anchor_ : c.after == follows::finished ? finished_anchor_ : 0;
+  }
+
+  // The decision the contract allows at begin_step (`why`: nullopt where not observed).
+  void check_decision(const easycache::step_info& info, const call_plan& c, action got, std::optional<reason> why) {
     if (info.extra_evaluation) {
       FUZZ_CHECK(got == action::compute, "an extra evaluation was not computed");
+      if (why) FUZZ_CHECK(*why == reason::extra_evaluation, "an extra evaluation with another reason");
       return;
     }
     if (info.branch != 0) {
       const branch_model& b = branches_[info.branch];
-      const action expected = anchor_action_ == action::compute || b.computes == 0 ? action::compute : action::skip;
-      FUZZ_CHECK(got == expected, "another branch did not follow the anchor's decision");
+      std::optional<action> expected;
+      std::optional<reason> expected_reason;
+      switch (c.after) {
+        case follows::open:
+          expected = open_action_;
+          expected_reason = open_reason_;
+          break;
+        case follows::finished:
+          expected = anchor_action_;
+          expected_reason = anchor_reason_;
+          break;
+        default:
+          expected = action::compute;
+          expected_reason = reason::out_of_sequence;
+          ++seen.after_failure;
+          break;
+      }
+      if (expected == action::skip && b.computes == 0) {
+        expected = action::compute;
+        expected_reason = reason::no_history;
+      } else if (expected == action::skip && b.last_compute < anchor_last_compute_) {
+        expected = action::compute;
+        expected_reason = reason::stale_branch;
+        ++seen.stale_branches;
+      }
+      if (expected) FUZZ_CHECK(got == *expected, "another branch did not follow the anchor's decision");
+      if (expected_reason && why)
+        FUZZ_CHECK(*why == *expected_reason, "another branch's decision has another reason than the model's");
+      if (got == action::skip)
+        FUZZ_CHECK(b.computes > 0 && b.last_compute >= anchor_last_compute_,
+                   "a skip replays a branch vector older than the anchor's last computed step, or none");
       return;
     }
-    const double progress = std::isfinite(info.progress) ? info.progress : default_progress(cfg_, info.index);
-    if (setup_.honours_forced_steps() && forced(cfg_, info.index, progress))
+    const std::size_t first = c.starts ? info.index : first_;
+    const std::size_t computes = c.starts ? 0 : anchor_computes_;
+    const double progress = std::isfinite(info.progress) ? info.progress : default_progress(info.index, c.steps);
+    const bool is_forced = setup_.honours_forced_steps() && forced(cfg_, info.index, progress, first, c.steps);
+    if (is_forced) {
       FUZZ_CHECK(got == action::compute, "a forced step (warm-up, last, outside the window) was skipped");
-    if (got == action::skip) {
-      FUZZ_CHECK(anchor_computes_ >= 1, "a skip with nothing cached");
-      if (setup_.kind == policy_kind::reference)
-        FUZZ_CHECK(anchor_computes_ >= 2, "a skip of the reference rule before two computed anchor steps");
+      if (why) FUZZ_CHECK(*why == forced_reason(cfg_, info.index, first), "a forced step with another reason");
     }
-    if (const auto planned = setup_.planned(cfg_, info.index, progress)) {
-      const action expected = anchor_computes_ == 0 ? action::compute : *planned;
+    if (c.gap) {
+      ++seen.gaps;
+      FUZZ_CHECK(got == action::compute, "a step after a gap was skipped");
+    }
+    if (got == action::skip) {
+      FUZZ_CHECK(computes >= 1, "a skip with nothing cached");
+      if (setup_.kind == policy_kind::reference)
+        FUZZ_CHECK(computes >= 2, "a skip of the reference rule before two computed anchor steps");
+    }
+    if (const auto planned = setup_.planned(cfg_, info.index, progress, first, c.steps)) {
+      const action expected = computes == 0 || c.gap ? action::compute : *planned;
       FUZZ_CHECK(got == expected, "a fixed-interval or mask decision is not the rule's");
+      if (why && !is_forced) {
+        const reason expected_reason = *planned == action::compute ? reason::policy
+                                       : c.gap                     ? reason::out_of_sequence
+                                       : computes == 0             ? reason::no_history
+                                                                   : reason::policy;
+        FUZZ_CHECK(*why == expected_reason, "a fixed-interval or mask decision with another reason");
+      }
+    }
+    if (setup_.kind == policy_kind::reference && why && !is_forced) {
+      FUZZ_CHECK((*why == reason::no_history) == (computes < 2), "no_history does not match the history");
+      if (c.gap && computes >= 2)
+        FUZZ_CHECK(*why == reason::out_of_sequence, "a step after a gap was computed with another reason");
     }
   }
 
@@ -573,9 +841,11 @@ class api_harness {
     return out;
   }
 
-  // A finish_step (or step()) that succeeded: check what it wrote and update the model.
-  void finished(const easycache::step_info& info, const std::vector<S>& x, action got, const std::vector<S>& v,
-                const S* out) {
+  // A finish_step (or step()) that succeeded: check what it wrote and update
+  // the model. `anchor`: branch 0's evaluation number; `after`: what another
+  // branch followed.
+  void finished(const easycache::step_info& info, const std::vector<S>& x, action got, std::optional<reason> why,
+                const std::vector<S>& v, const S* out, std::uint64_t anchor, follows after) {
     ++seen.finishes;
     const std::size_t n = x.size();
     std::vector<S> result(out, out + n);
@@ -593,7 +863,7 @@ class api_harness {
     if (info.extra_evaluation) {
       ++seen.extra;
       ++extras_;
-      check_record(info, got, true);
+      check_record(info, got, why, true);
       return;
     }
     for (S e : x) gen_moderate_ = gen_moderate_ && moderate(e);
@@ -610,6 +880,7 @@ class api_harness {
       b.t_prev = b.t_last;
       b.t_last = info.timestep;
       ++b.computes;
+      b.last_compute = info.index;
     } else {
       ++seen.skipped;
       FUZZ_CHECK(b.computes > 0 && b.delta.size() == n, "a skip without a cached vector of this size");
@@ -621,8 +892,8 @@ class api_harness {
       if (gen_moderate_ && std::abs(weight) <= 1e6)
         for (S e : result) FUZZ_CHECK(std::isfinite(e), "a skipped output is not finite although every input and output was moderate");
     }
-    b.done = true;
-    check_record(info, got, false);
+    b.last_step = info.index;
+    check_record(info, got, why, false);
     logged entry;
     entry.info = info;
     entry.x = x;
@@ -630,28 +901,40 @@ class api_harness {
     entry.out = result;
     entry.computed = got == action::compute;
     log_.push_back(std::move(entry));
-    if (info.branch == 0) {
-      if (std::isfinite(info.progress)) gen_default_progress_ = false;
-      anchor_action_ = got;
-      anchor_computes_ += got == action::compute;
-      ++steps_done_;
-      for (std::size_t k = 1; k < branches_.size(); ++k) branches_[k].done = false;
-      // A pending of another branch belongs to the step that just ended.
-      for (issued& i : issued_)
-        if (i.key != 0 && i.key != extra_key) i.valid = false;
-      if (setup_.budget() && gen_default_progress_)
-        FUZZ_CHECK(anchor_computes_ <= setup_.target(cfg_.steps), "more computed steps than the budget");
-      if (steps_done_ == cfg_.steps) generation_completed();
+    if (info.branch != 0) {
+      // Evaluated before its anchor finished: a replay in finishing order could not do that.
+      if (after == follows::failed) gen_replayable_ = false;
+      return;
     }
+    if (std::isfinite(info.progress)) gen_default_progress_ = false;
+    anchor_action_ = got;
+    anchor_reason_ = why;
+    anchor_computes_ += got == action::compute;
+    if (got == action::compute) anchor_last_compute_ = info.index;
+    ++steps_done_;
+    last_ = info.index;
+    failed_ = open_step_ = no_step;
+    open_anchor_ = 0;
+    finished_anchor_ = anchor;
+    // The pendings of other branches begun for another step are stale; those
+    // of this step (begun before branch 0 finished) stay.
+    for (issued& i : issued_)
+      if (i.key != 0 && i.key != extra_key && i.p.info().index != info.index) i.valid = false;
+    // The budget holds while the generation runs from step 0 of config.steps without gaps.
+    const bool whole_so_far = first_ == 0 && gen_steps_ == cfg_.steps && steps_done_ == last_ + 1;
+    if (setup_.budget() && gen_default_progress_ && whole_so_far)
+      FUZZ_CHECK(anchor_computes_ <= setup_.target(cfg_.steps), "more computed steps than the budget");
+    if (last_ + 1 >= gen_steps_) generation_completed();
   }
 
-  void check_record(const easycache::step_info& info, action got, bool extra) {
+  void check_record(const easycache::step_info& info, action got, std::optional<reason> why, bool extra) {
     if (!gen_records_) return;
     const auto& trace = cache_->trace();
     FUZZ_CHECK(!trace.empty(), "no trace record for an evaluation");
     const easycache::step_record& r = trace.back();
     FUZZ_CHECK(r.step == info.index && r.branch == info.branch && r.action == got, "the record names another evaluation");
     FUZZ_CHECK((r.reason == reason::extra_evaluation) == extra, "an extra evaluation's record has another reason");
+    if (why) FUZZ_CHECK(r.reason == *why, "the record's reason is not the pending's");
     if (extra || info.branch != 0 || setup_.kind != policy_kind::reference) return;
     if (r.reason == reason::below_threshold || got == action::skip) {
       FUZZ_CHECK(r.reason == reason::below_threshold && got == action::skip, "a skip of the reference rule with another reason");
@@ -662,14 +945,17 @@ class api_harness {
     }
   }
 
-  // The generation's last anchor step is done: the budget is met, and its
-  // decisions replay through step_mask_policy::from_trace.
+  // The generation's last step is done. When it ran every step of config.steps
+  // from step 0: the budget is met, and its decisions replay through
+  // step_mask_policy::from_trace.
   void generation_completed() {
+    const bool whole = first_ == 0 && gen_steps_ == cfg_.steps && steps_done_ == gen_steps_;
+    if (!whole) return;
     if (setup_.budget() && gen_default_progress_) {
       FUZZ_CHECK(anchor_computes_ == setup_.target(cfg_.steps), "a feasible budget was not met");
       ++seen.budgets_met;
     }
-    if (!gen_records_) return;
+    if (!gen_records_ || !gen_replayable_) return;
     using replay_controller = easycache::controller<tensor, easycache::step_mask_policy>;
     replay_controller replayed(cfg_, easycache::step_mask_policy::from_trace(cache_->trace()));
     action decided = action::compute;
@@ -702,6 +988,16 @@ class api_harness {
                    now.reasons == s.stats.reasons && cache_->trace().size() == s.trace_size,
                what);
   }
+  void emptied(const char* what) const {
+    FUZZ_CHECK(cache_->stats().evaluations == 0 && cache_->stats().steps == 0 && cache_->trace().empty(), what);
+  }
+
+  void check_refusal_message(const call_plan& c, const easycache::step_info& info, const std::string& message) {
+    if (!c.twice) return;
+    ++seen.twice_refused;
+    FUZZ_CHECK(message.find("evaluated twice at step " + std::to_string(info.index)) != std::string::npos,
+               "a second evaluation of a step was refused with another message");
+  }
 
   // ---- operations ----
 
@@ -710,6 +1006,7 @@ class api_harness {
     const std::vector<S> xs = next_input(info);
     const bool null_data = in_.choice(16) == 0;
     describe_call(two_phase ? "begin_step" : "step", info, xs.size());
+    seen.schedule_lengths += info.steps != 0;
     if (!two_phase) return step_call(info, xs, null_data);
     const std::optional<std::size_t> which = begin(info, xs, null_data);
     if (!which) return;
@@ -720,26 +1017,37 @@ class api_harness {
   std::optional<std::size_t> begin(const easycache::step_info& info, const std::vector<S>& xs, bool null_data) {
     holder x;
     x.set(xs, null_data);
-    const bool refused = begin_refused(info, xs.size(), null_data);
+    const call_plan c = plan_call(info, xs.size(), null_data);
     const snapshot before = take();
     ++seen.begins;
     try {
       pending p = cache_->begin_step(x.view, info);
-      FUZZ_CHECK(!refused, "begin_step accepted a call the model refuses");
-      begun(info, xs.size());
-      check_decision(info, p.action());
+      FUZZ_CHECK(!c.refused, "begin_step accepted a call the model refuses");
+      FUZZ_CHECK(p.info().index == info.index && p.info().branch == info.branch, "the pending names another call");
+      check_decision(info, c, p.action(), p.reason());
+      const std::uint64_t follows_anchor = followed(c);
+      const std::uint64_t own = begun(info, xs.size(), c, p.action(), p.reason());
       if (issued_.size() >= 6) issued_.erase(issued_.begin());
-      issued_.push_back(issued{p, key_of(info), xs, true});
+      const bool anchor = info.branch == 0 && !info.extra_evaluation;
+      issued_.push_back(issued{p, key_of(info), xs, true, anchor ? own : follows_anchor, c.after, ++handles_});
       // begin_step only decides: statistics and trace are untouched.
-      if (!(info.index == 0 && info.branch == 0 && !info.extra_evaluation)) unchanged(before, "begin_step changed the statistics");
+      if (!c.starts) unchanged(before, "begin_step changed the statistics");
       return issued_.size() - 1;
     } catch (const easycache::error& e) {
       ++seen.refused;
       context += std::string(", threw: ") + e.what();
-      FUZZ_CHECK(refused, "begin_step refused a valid call");
+      FUZZ_CHECK(c.refused, "begin_step refused a valid call");
+      check_refusal_message(c, info, e.what());
+      if (c.starts) {
+        // The policy refused the schedule of the generation just started.
+        ++seen.schedules_refused;
+        begun(info, xs.size(), c, std::nullopt, std::nullopt);
+        emptied("a generation refused by the policy kept the previous statistics");
+        return std::nullopt;
+      }
     } catch (const hook_failure&) {
       ++seen.hook_threw;
-      FUZZ_CHECK(!refused && info.branch == 0 && info.index > 0 && !info.extra_evaluation,
+      FUZZ_CHECK(!c.refused && info.branch == 0 && !c.starts && !info.extra_evaluation,
                  "the hook ran where no decision is made");
     } catch (...) {
       FUZZ_CHECK(false, "begin_step threw something other than easycache::error or the hook's exception");
@@ -787,7 +1095,12 @@ class api_harness {
   void finish_with(std::size_t which, holder& x, holder& out, bool bad) {
     issued& it = issued_[which];
     const easycache::step_info info = it.p.info();
-    const bool valid = it.valid;
+    // Another branch's pending that took the verdict of an anchor evaluation
+    // waits for that evaluation to finish, and is stale once branch 0 was begun
+    // again and finished instead.
+    const bool other = it.key != 0 && it.key != extra_key;
+    const bool waits = it.valid && other && it.anchor != 0 && it.anchor != finished_anchor_;
+    const bool valid = it.valid && !waits;
     const bool compute = it.p.compute();
     const std::size_t n = it.x.size();
     std::vector<S> v;
@@ -800,15 +1113,24 @@ class api_harness {
     const snapshot before = take();
     try {
       cache_->finish_step(it.p, x.view, out.view);
-      FUZZ_CHECK(valid, "finish_step accepted a stale pending (finished, begun again, reset, or of a past step)");
+      FUZZ_CHECK(valid, "finish_step accepted a stale pending (finished, begun again, reset, of a past step, or "
+                        "waiting for its anchor)");
       FUZZ_CHECK(!bad, "finish_step accepted an input of another size or a bad output");
       it.valid = false;
-      finished(info, it.x, compute ? action::compute : action::skip, v, out.view.data);
+      finished(info, it.x, compute ? action::compute : action::skip, it.p.reason(), v, out.view.data, it.anchor,
+               it.after);
     } catch (const easycache::error& e) {
       ++seen.refused;
       seen.stale_refused += !valid;
       context += std::string(", threw: ") + e.what();
       FUZZ_CHECK(!valid || bad, "finish_step refused a valid pending with good arguments");
+      if (waits) {
+        ++seen.waiting_refused;
+        const bool open = it.anchor == open_anchor_;
+        FUZZ_CHECK(std::string(e.what()).find(open ? "before branch 0 of that step has finished"
+                                                   : "branch 0 of that step was begun again") != std::string::npos,
+                   "a branch waiting for its anchor was refused with another message");
+      }
       unchanged(before, "a refused finish_step changed the statistics");
     } catch (...) {
       FUZZ_CHECK(false, "finish_step threw something other than easycache::error");
@@ -824,11 +1146,19 @@ class api_harness {
     out.blank(wrong_output ? n + 1 : n);
     const std::size_t throws = in_.choice(8);  // 0: before writing, 1: after, else: no
     const std::vector<S> v = model_output(xs);
-    const bool refused = begin_refused(info, n, null_data);
+    const call_plan c = plan_call(info, n, null_data);
+    // Another branch that follows branch 0's evaluation begun by a step() that
+    // failed after it: that evaluation can never finish, so finish_step refuses.
+    const bool waits = !c.refused && c.after == follows::open;
     const snapshot before = take();
     bool called = false;
     action got = action::compute;
-    cache_->on_decision([&](const easycache::step_record& r) { got = r.action; });
+    std::optional<reason> why;
+    cache_->on_decision([&](const easycache::step_record& r) {
+      got = r.action;
+      why = r.reason;
+    });
+    const std::uint64_t follows_anchor = followed(c);
     try {
       cache_->step(x.view, out.view, info, [&](const tensor& input, tensor& o) {
         FUZZ_CHECK(input.size == n && o.size == n, "the denoiser got tensors of another size");
@@ -838,31 +1168,75 @@ class api_harness {
         if (throws == 1) throw denoiser_failure{};
       });
       cache_->on_decision({});
-      FUZZ_CHECK(!refused && !wrong_output, "step() accepted a call the model refuses");
-      begun(info, n, true);
-      check_decision(info, got);
+      FUZZ_CHECK(!c.refused && !wrong_output && !waits, "step() accepted a call the model refuses");
+      check_decision(info, c, got, why);
+      const std::uint64_t own = begun(info, n, c, got, why, true);
       FUZZ_CHECK(called == (got == action::compute), "the denoiser ran on a skip or not on a compute");
-      finished(info, xs, got, v, out.storage.data());
+      finished(info, xs, got, why, v, out.storage.data(), info.branch == 0 ? own : follows_anchor, c.after);
       return;
     } catch (const easycache::error& e) {
       ++seen.refused;
       context += std::string(", threw: ") + e.what();
-      FUZZ_CHECK(refused || wrong_output, "step() refused a valid call");
-      FUZZ_CHECK(!called, "a refused step() called the denoiser");
-      // A wrong output is found after begin_step took effect.
-      if (!refused) begun(info, n);
+      FUZZ_CHECK(c.refused || wrong_output || waits, "step() refused a valid call");
+      check_refusal_message(c, info, e.what());
+      if (c.refused) {
+        FUZZ_CHECK(!called, "a refused step() called the denoiser");
+        if (c.starts) {
+          ++seen.schedules_refused;
+          begun(info, n, c, std::nullopt, std::nullopt);
+          emptied("a generation refused by the policy kept the previous statistics");
+        }
+      } else {
+        // Refused after begin_step took effect: an output of the wrong size
+        // (found before the denoiser runs), or a branch waiting for its anchor
+        // (found after the denoiser ran on a compute).
+        if (wrong_output) FUZZ_CHECK(!called, "the denoiser ran into an output of the wrong size");
+        if (waits && !wrong_output) {
+          ++seen.waiting_refused;
+          check_decision(info, c, called ? action::compute : action::skip, std::nullopt);
+        }
+        const bool anchor = info.branch == 0 && !info.extra_evaluation;
+        const std::optional<action> predicted = anchor ? predicted_anchor_action(info, c) : std::nullopt;
+        const std::size_t failed_before = failed_;
+        begun(info, n, c, called ? std::optional<action>(action::compute) : predicted, std::nullopt);
+        // Branch 0's output refused: on a compute it is checked where step()
+        // catches the denoiser's exceptions, and the evaluation counts as failed
+        // (the other branches compute); on a skip it stays begun and unfinished.
+        if (anchor && wrong_output) {
+          const bool unfinished =
+              predicted ? *predicted == action::skip : anchor_left_unfinished(info.index, failed_before);
+          if (unfinished) {
+            open_action_ = action::skip;
+          } else {
+            failed_ = info.index;
+            open_step_ = no_step;
+            open_anchor_ = 0;
+          }
+        }
+      }
     } catch (const denoiser_failure&) {
       ++seen.denoiser_threw;
-      FUZZ_CHECK(called && !refused && !wrong_output, "the denoiser's exception came from a call it should not have had");
-      begun(info, n);  // an abandoned pending
+      FUZZ_CHECK(called && !c.refused && !wrong_output, "the denoiser's exception came from a call it should not have had");
+      begun(info, n, c, action::compute, std::nullopt);  // an abandoned pending
+      if (info.branch == 0 && !info.extra_evaluation) {
+        // The loop may log the failure and go on: the other branches of this step compute.
+        failed_ = info.index;
+        open_step_ = no_step;
+        open_anchor_ = 0;
+      }
     } catch (const hook_failure&) {
       ++seen.hook_threw;
-      FUZZ_CHECK(!refused && info.branch == 0 && info.index > 0 && !info.extra_evaluation, "the hook ran where no decision is made");
+      FUZZ_CHECK(!c.refused && info.branch == 0 && !c.starts && !info.extra_evaluation,
+                 "the hook ran where no decision is made");
     } catch (...) {
       FUZZ_CHECK(false, "step() threw something other than easycache::error or the denoiser's or hook's exception");
     }
     cache_->on_decision({});
-    if (!(info.index == 0 && info.branch == 0 && !info.extra_evaluation && !refused)) unchanged(before, "a failed step() changed the statistics");
+    if (c.starts) {
+      emptied("a failed step() that started a generation kept the previous statistics");
+    } else {
+      unchanged(before, "a failed step() changed the statistics");
+    }
   }
 
   void abandon() {
@@ -870,6 +1244,61 @@ class api_harness {
     const std::vector<S> xs = next_input(info);
     describe_call("abandoned begin_step", info, xs.size());
     begin(info, xs, false);
+  }
+
+  // Batched guidance: branch 0 and then the other branches begun before any
+  // finishes (one model call for all), then finished: branch 0 first, or a
+  // branch first (refused while branch 0 has not finished), or branch 0 begun
+  // again in between (the branches' pendings go stale).
+  void batched() {
+    const easycache::step_info anchor_info = make_info(next_anchor_step(), 0);
+    const std::vector<S> anchor_x = next_input(anchor_info);
+    describe_call("batched begin_step", anchor_info, anchor_x.size());
+    const std::optional<std::size_t> anchor = begin(anchor_info, anchor_x, false);
+    if (!anchor) return;
+    std::vector<std::uint64_t> handles{issued_[*anchor].handle};
+    for (std::size_t b = 1; b < cfg_.branches; ++b) {
+      const easycache::step_info info = make_info(anchor_info.index, b);
+      const std::vector<S> xs = next_input(info);
+      describe_call("batched begin_step", info, xs.size());
+      if (const std::optional<std::size_t> which = begin(info, xs, false)) handles.push_back(issued_[*which].handle);
+    }
+    ++seen.batched;
+    switch (in_.choice(4)) {
+      case 0:
+        // A branch first: it waits for branch 0.
+        if (handles.size() > 1) finish_handle(handles[1], "finish_step before branch 0", false);
+        break;
+      case 1:
+        // Branch 0 begun again and finished: the branches begun on the first one are stale.
+        describe_call("batched begin_step of branch 0 again", anchor_info, anchor_x.size());
+        if (const std::optional<std::size_t> again = begin(anchor_info, anchor_x, false))
+          finish_handle(issued_[*again].handle, "finish_step of branch 0 begun again", true);
+        break;
+      default: break;
+    }
+    for (const std::uint64_t h : handles) finish_handle(h, "batched finish_step", true);
+  }
+
+  void finish_handle(std::uint64_t handle, const char* what, bool retry) {
+    for (std::size_t k = 0; k < issued_.size(); ++k) {
+      if (issued_[k].handle != handle) continue;
+      describe_call(what, issued_[k].p.info(), issued_[k].x.size());
+      finish(k, retry);
+      return;
+    }
+  }
+
+  // The sampler changes: a schedule of config.steps (given or not) or of
+  // another length, starting at step 0 or mid-schedule (img2img).
+  void new_schedule() {
+    switch (in_.choice(4)) {
+      case 0: schedule_ = 0; break;
+      case 1: schedule_ = cfg_.steps; break;
+      default: schedule_ = in_.integer<std::size_t>(1, cfg_.steps + 6); break;
+    }
+    start_index_ = in_.flag() ? 0 : in_.integer<std::size_t>(0, schedule() - 1);
+    evaluate(make_info(start_index_, 0), in_.flag());
   }
 
   void finish_old() {
@@ -972,11 +1401,16 @@ class api_harness {
   }
 
   void describe_call(const char* what, const easycache::step_info& info, std::size_t n) {
+    auto step = [](std::size_t s) { return s == no_step ? std::string("none") : std::to_string(s); };
     context = std::string(what) + " step " + std::to_string(info.index) + " branch " + std::to_string(info.branch) +
-              (info.extra_evaluation ? " (extra)" : "") + ", timestep " + std::to_string(info.timestep) + ", " +
-              std::to_string(n) + " elements, config: " + describe(cfg_) + ", policy " + setup_.describe() +
-              ", model: " + (in_gen_ ? "in generation, " : "no generation, ") + std::to_string(steps_done_) +
-              " steps done, " + std::to_string(anchor_computes_) + " anchor computes";
+              (info.extra_evaluation ? " (extra)" : "") + " of " + std::to_string(info.steps) + " steps, timestep " +
+              std::to_string(info.timestep) + ", " + std::to_string(n) + " elements, config: " + describe(cfg_) +
+              ", policy " + setup_.describe() + ", model: " +
+              (in_gen_ ? "generation of " + std::to_string(gen_steps_) + " steps from step " + std::to_string(first_) +
+                             ", last step " + step(last_) + ", open " + step(open_step_) + ", failed " +
+                             step(failed_) + ", anchor's last compute " + step(anchor_last_compute_) + ", "
+                       : std::string("no generation, ")) +
+              std::to_string(steps_done_) + " steps done, " + std::to_string(anchor_computes_) + " anchor computes";
   }
 
   void check_stats() {
@@ -1007,15 +1441,28 @@ class api_harness {
   easycache::config cfg_;
   policy_setup setup_;
   std::optional<controller> cache_, other_;
+  // The sampler: its schedule length (0: none given) and where its generations start.
+  std::size_t schedule_ = 0, start_index_ = 0;
   // The model of the generation.
   bool in_gen_ = false;
+  std::size_t gen_steps_ = 0, first_ = 0;
+  std::size_t last_ = no_step;                // branch 0's step finished last
+  std::size_t failed_ = no_step;              // branch 0's denoiser threw here in step() (since its last finish)
+  std::size_t open_step_ = no_step;           // branch 0 begun here and not finished
+  std::optional<action> open_action_;         // ... with this verdict (nullopt: not known)
+  std::optional<reason> open_reason_;
+  std::uint64_t anchor_count_ = 0;            // numbers branch 0's evaluations
+  std::uint64_t open_anchor_ = 0, finished_anchor_ = 0;
+  std::size_t anchor_last_compute_ = no_step;
   std::size_t steps_done_ = 0, anchor_size_ = 0, anchor_computes_ = 0;
   std::size_t evaluations_ = 0, calls_ = 0, skips_ = 0, extras_ = 0;
-  bool gen_records_ = true, gen_default_progress_ = true, gen_moderate_ = true;
+  bool gen_records_ = true, gen_default_progress_ = true, gen_moderate_ = true, gen_replayable_ = true;
   action anchor_action_ = action::compute;
+  std::optional<reason> anchor_reason_;
   std::vector<branch_model> branches_;
   std::vector<logged> log_;
   std::vector<issued> issued_;
+  std::uint64_t handles_ = 0;
   std::vector<S> trajectory_;
   double last_timestep_ = 1.0;
   std::size_t hook_throw_counter_ = 0;
@@ -1363,9 +1810,14 @@ extern "C" void easycache_fuzz_summary() {
   std::printf("%zu inputs: %zu begin_step, %zu finished (%zu computed, %zu skipped, %zu extra, %zu extrapolated), "
               "%zu refused (%zu stale or foreign pendings), %zu denoiser and %zu hook exceptions, %zu hook calls, "
               "%zu policies refused, %zu budgets met, %zu mask replays, %zu batch steps (%zu resumed), "
-              "%zu loads (%zu refused), %zu recording replays\n",
+              "%zu loads (%zu refused), %zu recording replays; %zu generations (%zu from mid-schedule), %zu calls "
+              "with step_info::steps (%zu schedules refused by the policy), %zu gaps, %zu second evaluations refused, "
+              "%zu stale branches computed, %zu branches after a failed anchor, %zu batched steps, %zu branches "
+              "refused waiting for their anchor, %zu probes\n",
               seen.runs, seen.begins, seen.finishes, seen.computed, seen.skipped, seen.extra, seen.extrapolated,
               seen.refused, seen.stale_refused, seen.denoiser_threw, seen.hook_threw, seen.hook_calls,
               seen.policies_refused, seen.budgets_met, seen.mask_replays, seen.batch_steps, seen.batch_resumed,
-              seen.loads, seen.loads_refused, seen.trajectory_replays);
+              seen.loads, seen.loads_refused, seen.trajectory_replays, seen.starts, seen.mid_schedule_starts,
+              seen.schedule_lengths, seen.schedules_refused, seen.gaps, seen.twice_refused, seen.stale_branches,
+              seen.after_failure, seen.batched, seen.waiting_refused, seen.probes);
 }

@@ -6,26 +6,41 @@
 // What the input decodes into: a backend (Eigen VectorXd / VectorXf, host_buffer
 // of double / float); a configuration (steps, warm-up, τ including 0, tiny, huge,
 // +inf, NaN, negative; branches 0–3; the variants; invalid ones too); then a
-// sequence of operations: steps in order, out of order, past the end, for
-// missing or repeated branches; inputs of 0, 1 or more elements, changing size,
-// with NaN, ±Inf, 0, huge, the largest finite and denormal values; outputs of
-// the wrong size, without memory, or sharing memory with the input; NaN or
-// infinite timesteps and progress; denoisers that work, throw, return the wrong
-// size, NaN, Inf, huge or denormal values; reset(), reset(config) (valid or
-// not), and decision callbacks that throw.
+// sequence of operations: a sampler's steps in order, generations that start
+// mid-schedule (img2img) or with a schedule length of their own
+// (step_info::steps), steps left out (gaps), repeated, past the end, for missing
+// or repeated branches, branches left out of steps; inputs of 0, 1 or more
+// elements, changing size, with NaN, ±Inf, 0, huge, the largest finite and
+// denormal values; outputs of the wrong size, without memory, or sharing memory
+// with the input; NaN or infinite timesteps and progress; denoisers that work,
+// throw, return the wrong size, NaN, Inf, huge or denormal values; reset(),
+// reset(config) (valid or not), and decision callbacks that throw.
+//
+// The model of the step sequence (include/easycache/detail/generation.hpp):
+// branch 0 starts a generation at any step when none is in progress, when none
+// of its steps has finished, with another schedule length, at an earlier step,
+// or once its last step has finished (except a repeat of that step when the
+// generation took more than one); the step finished last again is refused; a
+// later step is a gap. Another branch needs branch 0 of its step finished (or
+// begun and not finished, or thrown by the denoiser), once per step.
 //
 // Invariants (a violation aborts with a message):
 //  - only easycache::error, the denoiser's own exception and the callback's own
 //    exception leave step(); an easycache::error comes exactly when the model
-//    says the call is invalid, and then nothing changed;
-//  - after the denoiser throws, nothing changed (at step 0 the new generation has
-//    started: no steps counted yet);
-//  - forced steps (warm-up, last step, outside the window) call the denoiser;
+//    says the call is invalid, and then nothing changed; a repeat of branch 0's
+//    last step and a second evaluation of a branch are refused as "evaluated twice";
+//  - after the denoiser throws, nothing changed (a call that starts a generation
+//    has started it: no steps counted yet); the other branches of that step are
+//    computed (out_of_sequence);
+//  - forced steps (warm-up counted from the generation's first step, the
+//    schedule's last step, outside the window) and gaps call the denoiser, with
+//    their reason;
 //  - a skip needs two computed anchor steps (anchor) or a computed step of that
-//    branch in the generation (other branches), follows the anchor's decision,
-//    and returns exactly x + (v − x) of that branch's last computed step; it is
-//    finite whenever the generation's inputs and denoiser outputs were finite and
-//    not within a factor 4 of overflow;
+//    branch in the generation no older than the anchor's last computed step
+//    (other branches: else no_history or stale_branch), follows the anchor's
+//    decision, and returns exactly x + (v − x) of that branch's last computed
+//    step; it is finite whenever the generation's inputs and denoiser outputs
+//    were finite and not within a factor 4 of overflow;
 //  - the trace records agree with the decision (reason, E against τ, degenerate
 //    statistics exactly when dx, k or ‖v‖ is unusable), and a decision's dx and
 //    ‖v‖ are the means over the sampled elements (recomputed in double);
@@ -57,7 +72,9 @@ using fuzz::context;
 // What the inputs exercised, for the replay program's summary.
 struct tally {
   std::size_t runs = 0, calls = 0, computed = 0, skipped = 0, forced = 0, refused = 0, denoiser_threw = 0,
-              callback_threw = 0, configs_refused = 0, resets = 0, statistics_checked = 0;
+              callback_threw = 0, configs_refused = 0, resets = 0, statistics_checked = 0, starts = 0,
+              mid_schedule_starts = 0, schedule_lengths = 0, gaps = 0, repeats_refused = 0, stale_branches = 0,
+              after_failure = 0, on_unfinished_anchor = 0, probes = 0;
 } seen;
 
 struct denoiser_failure {};  // what the fuzzed denoiser throws
@@ -302,11 +319,13 @@ class harness {
     set_callback(1);
     for (int op = 0; op < 400 && !in_.empty(); ++op) {
       switch (in_.choice(16)) {
-        case 0: step_at(in_.integer<std::size_t>(0, cfg_.steps + 1), in_.integer<std::size_t>(0, 3)); break;
+        case 0: random_step(); break;
         case 1: reset(); break;
         case 2: reset_config(); break;
         case 3: set_callback(in_.choice(3)); break;
         case 4: step_at(0, 0); break;
+        case 13: new_schedule(); break;
+        case 14: out_of_order(); break;
         default: next_step(); break;
       }
       check_stats();
@@ -314,22 +333,100 @@ class harness {
   }
 
  private:
+  static constexpr std::size_t no_step = std::numeric_limits<std::size_t>::max();
+
   struct branch_model {
     bool allocated = false;
     bool has_delta = false;
-    bool done = false;
     std::size_t size = 0;
-    std::vector<Scalar> delta;  // v − x of the last computed step, in Scalar arithmetic
+    std::size_t last_step = no_step;     // the step of its last finished evaluation
+    std::size_t last_compute = no_step;  // the step its cached vector is from
+    std::vector<Scalar> delta;           // v − x of the last computed step, in Scalar arithmetic
   };
 
+  // How branch 0's call relates to the generation in progress.
+  enum class anchor_kind { start, next, gap, repeat };
+
+  // Which evaluation of branch 0 another branch's call follows.
+  enum class follows { nothing, unfinished, finished, failed };
+
+  // The schedule length of a call: step_info::steps, or config.steps.
+  std::size_t schedule_of(const easycache::step_info& info) const { return info.steps ? info.steps : cfg_.steps; }
+  std::size_t schedule() const { return schedule_ ? schedule_ : cfg_.steps; }
+
+  anchor_kind classify(std::size_t index, std::size_t steps) const {
+    if (!in_generation_ || last_ == no_step || steps != gen_steps_) return anchor_kind::start;
+    if (last_ + 1 >= gen_steps_) return index == last_ && last_ != first_ ? anchor_kind::repeat : anchor_kind::start;
+    if (index < last_) return anchor_kind::start;
+    if (index == last_) return anchor_kind::repeat;
+    return index == last_ + 1 ? anchor_kind::next : anchor_kind::gap;
+  }
+
+  follows anchor_of(std::size_t index) const {
+    if (!in_generation_) return follows::nothing;
+    if (unfinished_step_ == index) return follows::unfinished;
+    if (last_ == index) return follows::finished;
+    if (failed_step_ == index) return follows::failed;
+    return follows::nothing;
+  }
+
   // The next call of a well-behaved sampler: the missing branches of the
-  // current step, else the anchor of the next step (or step 0).
+  // current step, else the anchor of the next step (or the first step of a
+  // new generation). After a denoiser failure it retries the step, or logs it
+  // and goes on: the other branches of the failed step, then the next step.
   void next_step() {
-    if (in_generation_ && steps_done_ > 0) {
+    // A loop that logs a failed step() of branch 0 (its output refused) and goes on with the other branches.
+    if (in_generation_ && unfinished_step_ != no_step && branches_.size() > 1 && in_.choice(4) == 0)
+      return step_at(unfinished_step_, in_.integer<std::size_t>(1, branches_.size() - 1));
+    if (in_generation_ && failed_step_ != no_step && in_.flag()) {
       for (std::size_t b = 1; b < branches_.size(); ++b)
-        if (!branches_[b].done) return step_at(steps_done_ - 1, b);
+        if (branches_[b].last_step != failed_step_) return step_at(failed_step_, b);
+      if (failed_step_ + 1 < gen_steps_) return step_at(failed_step_ + 1, 0);
     }
-    step_at(in_generation_ && steps_done_ < cfg_.steps ? steps_done_ : 0, 0);
+    if (in_generation_ && last_ != no_step) {
+      for (std::size_t b = 1; b < branches_.size(); ++b)
+        if (branches_[b].last_step != last_) return step_at(last_, b);
+    }
+    const bool continues = in_generation_ && last_ != no_step && last_ + 1 < gen_steps_ && gen_steps_ == schedule();
+    step_at(continues ? last_ + 1 : std::min(start_index_, schedule() - 1), 0);
+  }
+
+  // Any step of any branch (out of range too), with the sampler's schedule length,
+  // none or another one.
+  void random_step() {
+    const std::size_t index = in_.integer<std::size_t>(0, schedule() + 1), branch = in_.integer<std::size_t>(0, 3);
+    std::size_t steps = schedule_;
+    switch (in_.choice(4)) {
+      case 0: steps = 0; break;
+      case 1: steps = in_.integer<std::size_t>(1, std::min<std::size_t>(schedule(), 60) + 2); break;
+      default: break;
+    }
+    step_at(index, branch, steps);
+  }
+
+  // The sampler changes: a schedule of config.steps (given or not) or of another
+  // length, starting at step 0 or mid-schedule (img2img); then its first step.
+  void new_schedule() {
+    switch (in_.choice(4)) {
+      case 0: schedule_ = 0; break;
+      case 1: schedule_ = cfg_.steps; break;
+      default: schedule_ = in_.integer<std::size_t>(1, std::min<std::size_t>(cfg_.steps, 60) + 8); break;
+    }
+    start_index_ = in_.flag() ? 0 : in_.integer<std::size_t>(0, schedule() - 1);
+    step_at(start_index_, 0);
+  }
+
+  // Branch 0 out of order: a step left out (a gap), the last step again, an
+  // earlier one, or the next one with the other branches left out of this one
+  // (guidance on part of the schedule).
+  void out_of_order() {
+    const std::size_t last = in_generation_ && last_ != no_step ? last_ : 0;
+    switch (in_.choice(4)) {
+      case 0: step_at(last + in_.integer<std::size_t>(2, 4), 0); break;
+      case 1: step_at(last, 0); break;
+      case 2: step_at(last - std::min(last, in_.integer<std::size_t>(1, 3)), 0); break;
+      default: step_at(in_generation_ && last_ != no_step ? last_ + 1 : 0, 0); break;
+    }
   }
 
   void reset() {
@@ -380,11 +477,11 @@ class harness {
     }
   }
 
-  // The anchor's trajectory: smooth motion, sometimes a new size, sometimes
-  // special values in a few elements.
-  std::vector<Scalar> next_input(std::size_t index, std::size_t branch) {
+  // The anchor's trajectory: smooth motion, sometimes a new size (mostly where a
+  // generation starts), sometimes special values in a few elements.
+  std::vector<Scalar> next_input(std::size_t branch, bool starting) {
     if (branch == 0) {
-      const bool resize = (index == 0 && in_.choice(4) == 0) || in_.choice(64) == 0;
+      const bool resize = (starting && in_.choice(4) == 0) || in_.choice(64) == 0;
       if (resize || !trajectory_started_) {
         trajectory_started_ = true;
         trajectory_.assign(choose_size(), Scalar(0));
@@ -433,8 +530,13 @@ class harness {
     if (how == behaviour::wrong_size) Backend::resize(out, n == 0 ? 1 : (in_.flag() ? n + 1 : n - 1));
   }
 
-  void step_at(std::size_t index, std::size_t branch) {
-    const std::vector<Scalar> xs = next_input(index, branch);
+  void step_at(std::size_t index, std::size_t branch) { step_at(index, branch, schedule_); }
+
+  // One step() call; `steps`: its step_info::steps (0: config.steps).
+  void step_at(std::size_t index, std::size_t branch, std::size_t steps) {
+    const std::size_t schedule_steps = steps ? steps : cfg_.steps;
+    const std::vector<Scalar> xs =
+        next_input(branch, branch == 0 && classify(index, schedule_steps) == anchor_kind::start);
     const std::size_t n = xs.size();
     holder x, out;
     const bool null_data = !Backend::owning && in_.choice(8) == 0;
@@ -465,6 +567,8 @@ class harness {
     easycache::step_info info;
     info.index = index;
     info.branch = branch;
+    if (steps != 0) info.of(steps);
+    seen.schedule_lengths += steps != 0;
     static const double timesteps[] = {0.0, 1.0, -1.0, 999.0, std::numeric_limits<double>::infinity(),
                                        std::numeric_limits<double>::quiet_NaN(), 1e308};
     info.timestep = timesteps[in_.choice(7)];
@@ -474,32 +578,70 @@ class harness {
       info.progress = progress[in_.choice(9)];
     }
 
-    context = "step " + std::to_string(index) + " branch " + std::to_string(branch) + ", " + std::to_string(n) +
-              " elements, behaviour " + std::to_string(static_cast<int>(how)) + ", config: " + describe(cfg_) +
-              ", model: " + (in_generation_ ? "in generation, " : "no generation, ") + std::to_string(steps_done_) +
-              " steps done, " + std::to_string(anchor_computes_) + " anchor computes";
+    context = "step " + std::to_string(index) + " branch " + std::to_string(branch) + " of " +
+              std::to_string(steps) + " steps, " + std::to_string(n) + " elements, behaviour " +
+              std::to_string(static_cast<int>(how)) + ", config: " + describe(cfg_) + ", model: " + describe_model();
 
     // What the documented contract says about this call before it runs.
     const bool null_input = null_data && n != 0;
     const bool aliasing = aliased && !returning;
-    bool invalid = aliasing || overlapping || null_output || branch >= cfg_.branches || index >= cfg_.steps ||
+    bool invalid = aliasing || overlapping || null_output || branch >= cfg_.branches || index >= schedule_steps ||
                    null_input;
-    bool starts = false;
+    anchor_kind kind = anchor_kind::next;
+    follows after = follows::nothing;
+    bool twice = false;  // refused as a second evaluation of the step
     if (!invalid) {
       if (branch == 0) {
-        if (index != 0) {
-          invalid = !in_generation_ || index != steps_done_ || n != anchor_size_;
-        } else {
+        kind = classify(index, schedule_steps);
+        if (kind == anchor_kind::repeat) {
+          invalid = twice = true;
+        } else if (kind == anchor_kind::start) {
           const auto& s = cfg_.sampling;
-          if (s.height != 0 && n % (s.height * s.width) != 0) {
-            invalid = true;
-          } else {
-            starts = true;
-          }
+          invalid = s.height != 0 && n % (s.height * s.width) != 0;
+        } else {
+          invalid = n != anchor_size_;
         }
       } else {
-        invalid = !in_generation_ || steps_done_ == 0 || index + 1 != steps_done_ || branches_[branch].done ||
-                  (branches_[branch].allocated && n != branches_[branch].size);
+        after = anchor_of(index);
+        if (after == follows::nothing) {
+          invalid = true;
+        } else {
+          const branch_model& b = branches_[branch];
+          const bool other_schedule = info.steps != 0 && info.steps != gen_steps_;
+          twice = !other_schedule && b.last_step == index;
+          invalid = other_schedule || twice || (b.allocated && n != b.size);
+        }
+      }
+    }
+    const bool starts = !invalid && branch == 0 && kind == anchor_kind::start;
+    const bool gap = !invalid && branch == 0 && kind == anchor_kind::gap;
+    const std::size_t first = starts ? index : first_;
+
+    // Another branch: the verdict of the anchor evaluation it follows, then the
+    // branch's own history (no cached vector, or one older than the anchor's).
+    std::optional<action> expected_action;
+    std::optional<reason> expected_reason;
+    if (!invalid && branch != 0) {
+      switch (after) {
+        case follows::unfinished:
+          expected_action = unfinished_action_;
+          break;
+        case follows::finished:
+          expected_action = anchor_action_;
+          expected_reason = anchor_reason_;
+          break;
+        default:
+          expected_action = action::compute;
+          expected_reason = reason::out_of_sequence;
+          break;
+      }
+      const branch_model& b = branches_[branch];
+      if (expected_action == action::skip && !b.has_delta) {
+        expected_action = action::compute;
+        expected_reason = reason::no_history;
+      } else if (expected_action == action::skip && b.last_compute < anchor_last_compute_) {
+        expected_action = action::compute;
+        expected_reason = reason::stale_branch;
       }
     }
 
@@ -509,9 +651,10 @@ class harness {
     const std::size_t calls_before = denoiser_calls_;
     produced_.clear();
     const std::size_t computes_before = starts ? 0 : anchor_computes_;
-    const bool forced = !invalid && branch == 0 && forced_step(info);
+    const bool forced = !invalid && branch == 0 && forced_step(info, first, schedule_steps);
 
     enum class outcome { ok, error, denoiser_threw, callback_threw } result = outcome::ok;
+    std::string message;
     try {
       if constexpr (Backend::owning) {
         if (returning)
@@ -531,8 +674,9 @@ class harness {
       }
     } catch (const easycache::error& e) {
       result = outcome::error;
-      context += std::string(", threw: ") + e.what();
-      FUZZ_CHECK(std::string(e.what()).size() > 10, "an error without a message");
+      message = e.what();
+      context += ", threw: " + message;
+      FUZZ_CHECK(message.size() > 10, "an error without a message");
     } catch (const denoiser_failure&) {
       result = outcome::denoiser_threw;
     } catch (const callback_failure&) {
@@ -549,17 +693,34 @@ class harness {
     if (invalid) {
       FUZZ_CHECK(result == outcome::error, "an invalid call was not refused with easycache::error");
       FUZZ_CHECK(!called, "an invalid call reached the denoiser");
+      if (twice)
+        FUZZ_CHECK(message.find("evaluated twice at step " + std::to_string(index)) != std::string::npos,
+                   "a second evaluation of a step was refused with another message");
+      seen.repeats_refused += twice && branch == 0;
       unchanged(stats_before, trace_before, callbacks_before);
       return;
     }
-    if (starts) start_generation(n);
+    if (starts) start_generation(n, index, schedule_steps);
+    seen.gaps += gap;
     // A host output of the wrong size is refused before the denoiser or the cache touch it.
     const bool output_refused = !Backend::owning && out_size != n && !aliasing;
     const bool succeeded = result == outcome::ok || result == outcome::callback_threw;
+    const bool throws = how == behaviour::throws || how == behaviour::throws_after_writing;
+    // Branch 0 of this step was begun by a step() that failed after its begin_step
+    // (an output refused): that evaluation can never finish, so this branch's
+    // finish_step is refused, after its denoiser ran on a compute.
+    const bool on_unfinished = branch != 0 && after == follows::unfinished;
     if (output_refused) {
       FUZZ_CHECK(result == outcome::error && !called, "a host output of the wrong size was not refused");
+    } else if (on_unfinished) {
+      ++seen.on_unfinished_anchor;
+      FUZZ_CHECK(result == outcome::error || (called && throws && result == outcome::denoiser_threw),
+                 "a branch whose anchor evaluation never finished was not refused");
+      if (expected_action)
+        FUZZ_CHECK(called == (*expected_action == action::compute),
+                   "a branch did not follow the unfinished anchor evaluation's decision");
     } else if (called) {
-      if (how == behaviour::throws || how == behaviour::throws_after_writing) {
+      if (throws) {
         FUZZ_CHECK(result == outcome::denoiser_threw, "the denoiser's exception did not propagate");
       } else if (how == behaviour::wrong_size) {
         FUZZ_CHECK(result == outcome::error, "a denoiser output of the wrong size was not refused");
@@ -572,9 +733,26 @@ class harness {
     FUZZ_CHECK((result == outcome::callback_threw) == (succeeded && callback_mode_ == 2),
                "the callback's exception did not propagate");
     if (!succeeded) {
+      if (branch == 0) {
+        // The anchor's begin_step took effect: a start has ended the previous
+        // generation. The evaluation failed (the denoiser threw, or a host
+        // output was refused on a compute, where step() catches the denoiser's
+        // exceptions: the other branches compute) or stays begun and unfinished
+        // (a denoiser output of the wrong size, or a host output refused on a skip).
+        const bool must_compute = forced || gap || computes_before < 2;
+        const bool failed = result == outcome::denoiser_threw ||
+                            (output_refused && (must_compute || !anchor_left_unfinished(index)));
+        if (failed) {
+          failed_step_ = index;
+          unfinished_step_ = no_step;
+        } else {
+          unfinished_step_ = index;
+          unfinished_action_ = output_refused ? action::skip : action::compute;
+        }
+      }
       if (starts) {
-        FUZZ_CHECK(same_stats(cache_->stats(), easycache::statistics{}), "a failed step 0 left old statistics");
-        FUZZ_CHECK(cache_->trace().empty(), "a failed step 0 left an old trace");
+        FUZZ_CHECK(same_stats(cache_->stats(), easycache::statistics{}), "a failed start left old statistics");
+        FUZZ_CHECK(cache_->trace().empty(), "a failed start left an old trace");
         FUZZ_CHECK(callbacks_ == callbacks_before, "a failed step called the callback");
       } else {
         unchanged(stats_before, trace_before, callbacks_before);
@@ -602,32 +780,40 @@ class harness {
     seen.computed += called;
     seen.skipped += !called;
     seen.forced += forced;
+    branch_model& b = branches_[branch];
     if (branch == 0) {
-      check_anchor_decision(record, called, forced, computes_before, info);
-      if (record && !forced && computes_before >= 2) check_statistics(*record, xs);
+      check_anchor_decision(record, called, forced, gap, computes_before, info, first);
+      if (record && !forced && !gap && computes_before >= 2) check_statistics(*record, xs);
       previous_input_ = xs;
       if (called) {
         last_computed_input_ = xs;
         last_computed_output_ = produced_;
+        ++anchor_computes_;
+        anchor_last_compute_ = index;
       }
-      if (called) ++anchor_computes_;
       ++steps_done_;
+      last_ = index;
+      failed_step_ = unfinished_step_ = no_step;
       anchor_action_ = called ? action::compute : action::skip;
-      for (branch_model& b : branches_) b.done = false;
     } else {
-      const bool expect_compute = anchor_action_ == action::compute || !branches_[branch].has_delta;
-      FUZZ_CHECK(called == expect_compute, "another branch did not follow the anchor's decision");
-      if (record && !called && anchor_reason_)
-        FUZZ_CHECK(record->reason == *anchor_reason_, "a branch's record has another reason");
+      FUZZ_CHECK(expected_action.has_value() && called == (*expected_action == action::compute),
+                 "another branch did not follow the anchor's decision (or skipped without a vector as recent as "
+                 "the anchor's)");
+      if (record && expected_reason) FUZZ_CHECK(record->reason == *expected_reason, "a branch's record has another reason");
+      if (!called)
+        FUZZ_CHECK(b.last_compute != no_step && b.last_compute >= anchor_last_compute_,
+                   "a skip replays a branch vector older than the anchor's last computed step");
+      seen.stale_branches += expected_reason == reason::stale_branch;
+      seen.after_failure += after == follows::failed;
     }
-    branch_model& b = branches_[branch];
     if (!b.allocated) {
       b.allocated = true;
       b.size = n;
     }
-    b.done = true;
+    b.last_step = index;
     for (std::size_t i = 0; i < n; ++i) inputs_bounded_ = inputs_bounded_ && bounded(xs[i]);
     if (called) {
+      b.last_compute = index;
       b.delta.resize(n);
       FUZZ_CHECK(produced_.size() == n, "a computed step without a denoiser output");
       for (std::size_t i = 0; i < n; ++i) {
@@ -657,30 +843,69 @@ class harness {
     ++evaluations_;
   }
 
-  bool forced_step(const easycache::step_info& info) const {
-    if (cfg_.window) {
-      const double p = std::isfinite(info.progress) ? info.progress
-                                                    : static_cast<double>(info.index) / static_cast<double>(cfg_.steps);
-      return p < cfg_.window->start || p >= cfg_.window->end;
+  // Branch 0's step() at `index` was refused its host output with a decision
+  // the model does not know: a compute has made the evaluation a failed one, a
+  // skip has left it unfinished. A begin_step of another branch tells which,
+  // and changes nothing that a later step() sees: after a failed anchor it
+  // computes with out_of_sequence (at `index`; at the step that failed before,
+  // it is refused), after an unfinished skip it does not (it is accepted there).
+  // Returns true for an unfinished skip; false also when no branch can tell,
+  // where the two are the same to every later call.
+  bool anchor_left_unfinished(std::size_t index) {
+    const std::size_t candidates[] = {index, failed_step_ != index ? failed_step_ : no_step};
+    for (const std::size_t step : candidates) {
+      if (step == no_step) continue;
+      for (std::size_t b = 1; b < branches_.size(); ++b) {
+        const branch_model& model = branches_[b];
+        if (model.last_step == step) continue;
+        holder probe;
+        Backend::make(probe, std::vector<Scalar>(model.allocated ? model.size : anchor_size_, Scalar(0.25)), false);
+        easycache::step_info info(step, 0.5, b);
+        info.of(gen_steps_);
+        try {
+          const auto p = cache_->begin_step(probe.t, info);
+          ++seen.probes;
+          return step != index || p.reason() != reason::out_of_sequence;
+        } catch (const easycache::error& e) {
+          context += std::string(", probe threw: ") + e.what();
+          FUZZ_CHECK(step != index, "another branch's begin_step after branch 0's refused output was refused");
+        }
+      }
     }
-    return info.index < cfg_.warmup_steps || info.index + 1 >= cfg_.steps;
+    return false;
   }
 
-  void check_anchor_decision(const std::optional<easycache::step_record>& record, bool called, bool forced,
-                             std::size_t computes_before, const easycache::step_info& info) {
+  // Forced computes: warm-up steps counted from the generation's first step and
+  // the schedule's last step, or the steps outside the window.
+  bool forced_step(const easycache::step_info& info, std::size_t first, std::size_t steps) const {
+    if (cfg_.window) {
+      const double p = std::isfinite(info.progress) ? info.progress
+                                                    : static_cast<double>(info.index) / static_cast<double>(steps);
+      return p < cfg_.window->start || p >= cfg_.window->end;
+    }
+    return info.index - first < cfg_.warmup_steps || info.index + 1 >= steps;
+  }
+
+  void check_anchor_decision(const std::optional<easycache::step_record>& record, bool called, bool forced, bool gap,
+                             std::size_t computes_before, const easycache::step_info& info, std::size_t first) {
     if (forced) FUZZ_CHECK(called, "a forced step (warm-up, last, outside the window) was skipped");
+    if (gap) FUZZ_CHECK(called, "a step after a gap was skipped");
     if (!called) FUZZ_CHECK(computes_before >= 2, "a skip before two computed anchor steps");
     if (!record) return;
     const reason r = record->reason;
     if (forced) {
-      const reason expected = cfg_.window                       ? reason::outside_window
-                              : info.index < cfg_.warmup_steps ? reason::warmup
-                                                               : reason::last_step;
+      const reason expected = cfg_.window                               ? reason::outside_window
+                              : info.index - first < cfg_.warmup_steps ? reason::warmup
+                                                                       : reason::last_step;
       FUZZ_CHECK(r == expected, "a forced step with another reason");
       return;
     }
     FUZZ_CHECK((r == reason::no_history) == (computes_before < 2), "no_history does not match the history");
     if (r == reason::no_history) return;
+    if (gap) {
+      FUZZ_CHECK(r == reason::out_of_sequence, "a step after a gap was computed with another reason");
+      return;
+    }
     const double dx = record->input_change, k = record->transformation_rate, norm = record->output_norm;
     const bool usable = std::isfinite(dx) && std::isfinite(k) && std::isfinite(norm) && norm > 0;
     FUZZ_CHECK((r == reason::degenerate_statistics) == !usable, "degenerate statistics not flagged as such");
@@ -727,8 +952,13 @@ class harness {
     ++seen.statistics_checked;
   }
 
-  void start_generation(std::size_t n) {
+  void start_generation(std::size_t n, std::size_t first, std::size_t steps) {
+    ++seen.starts;
+    seen.mid_schedule_starts += first > 0;
     in_generation_ = true;
+    gen_steps_ = steps;
+    first_ = first;
+    last_ = failed_step_ = unfinished_step_ = anchor_last_compute_ = no_step;
     steps_done_ = 0;
     anchor_computes_ = 0;
     anchor_size_ = n;
@@ -739,6 +969,15 @@ class harness {
     inputs_bounded_ = true;
     outputs_bounded_ = true;
     evaluations_ = calls_ = skips_ = 0;
+  }
+
+  std::string describe_model() const {
+    if (!in_generation_) return "no generation";
+    auto step = [](std::size_t s) { return s == no_step ? std::string("none") : std::to_string(s); };
+    return "generation of " + std::to_string(gen_steps_) + " steps from step " + std::to_string(first_) +
+           ", last step " + step(last_) + ", failed " + step(failed_step_) + ", unfinished " +
+           step(unfinished_step_) + ", anchor's last compute " + step(anchor_last_compute_) + ", " +
+           std::to_string(steps_done_) + " steps done, " + std::to_string(anchor_computes_) + " anchor computes";
   }
 
   void unchanged(const easycache::statistics& stats, std::size_t trace_size, std::size_t callbacks) {
@@ -771,8 +1010,16 @@ class harness {
   fuzz::input& in_;
   std::optional<controller> cache_;
   easycache::config cfg_;
+  // The sampler: its schedule length (0: none given) and where its generations start.
+  std::size_t schedule_ = 0, start_index_ = 0;
   // The model of the generation.
   bool in_generation_ = false;
+  std::size_t gen_steps_ = 0, first_ = 0;
+  std::size_t last_ = no_step;              // the anchor's step finished last
+  std::size_t failed_step_ = no_step;       // the anchor's denoiser threw here (since its last finished step)
+  std::size_t unfinished_step_ = no_step;   // the anchor was begun here by a step() that failed after begin_step
+  std::optional<action> unfinished_action_;  // ... with this decision, when the model knows it
+  std::size_t anchor_last_compute_ = no_step;
   std::size_t steps_done_ = 0, anchor_computes_ = 0, anchor_size_ = 0;
   std::size_t evaluations_ = 0, calls_ = 0, skips_ = 0;
   bool gen_records_ = true;
@@ -807,7 +1054,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 extern "C" void easycache_fuzz_summary() {
   std::printf("%zu inputs: %zu step calls, %zu computed, %zu skipped, %zu forced, %zu refused with easycache::error, "
               "%zu denoiser exceptions, %zu callback exceptions, %zu configurations refused, %zu resets, "
-              "%zu decision statistics recomputed\n",
+              "%zu decision statistics recomputed; %zu generations (%zu from mid-schedule), %zu calls with "
+              "step_info::steps, %zu gaps, %zu repeats of branch 0 refused, %zu stale branches computed, %zu branches "
+              "after a failed anchor, %zu on an unfinished anchor (%zu probes)\n",
               seen.runs, seen.calls, seen.computed, seen.skipped, seen.forced, seen.refused, seen.denoiser_threw,
-              seen.callback_threw, seen.configs_refused, seen.resets, seen.statistics_checked);
+              seen.callback_threw, seen.configs_refused, seen.resets, seen.statistics_checked, seen.starts,
+              seen.mid_schedule_starts, seen.schedule_lengths, seen.gaps, seen.repeats_refused, seen.stale_branches,
+              seen.after_failure, seen.on_unfinished_anchor, seen.probes);
 }
