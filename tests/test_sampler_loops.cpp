@@ -537,3 +537,40 @@ TEST_CASE("an (x, out) denoiser returning bool: false is a failure, handled as a
   CHECK(cache.stats().steps == 2);
   CHECK(out == test::affine(test::constant(4, 1)));
 }
+
+TEST_CASE("step(): any failure of branch 0 after its decision makes the step a failed one", "[loops][errors]") {
+  // A host output of the wrong size is found after begin_step; the caller's
+  // loop goes on with the other branch of that step, then the next step.
+  using buffer = easycache::host_buffer<float>;
+  easycache::config cfg = test::small_config();
+  cfg.branches = 2;
+  easycache::controller<buffer> cache(cfg);
+  std::vector<float> x_values(4, 0.0f), out_values(4), short_values(3);
+  const buffer x{x_values.data(), 4};
+  buffer out{out_values.data(), 4}, wrong{short_values.data(), 3};
+  auto model = [](const buffer& in, buffer& v) {
+    for (std::size_t i = 0; i < in.size; ++i) v.data[i] = in.data[i] + 8.0f;
+  };
+  for (std::size_t b = 0; b < 2; ++b) cache.step(x, out, {0, 0.0, b}, model);
+  CHECK_THROWS_WITH(cache.step(x, wrong, {1, 0.0, 0}, model), Catch::Contains("output has 3 elements"));
+  cache.step(x, out, {1, 0.0, 1}, model);  // accepted and computed, not refused after its call
+  CHECK(cache.trace().back().reason == reason::out_of_sequence);
+  cache.step(x, out, {2, 0.0, 0}, model);  // a gap after the failed step: computed
+  CHECK(cache.trace().back().action == action::compute);
+  CHECK(cache.stats().steps == 2);
+}
+
+TEST_CASE("other branches are of branch 0's schedule unless they give their own", "[loops][schedule]") {
+  easycache::config cfg = test::small_config(4);  // config says 4; the sampler runs 8
+  cfg.branches = 2;
+  easycache::controller<VectorXd> cache(cfg);
+  VectorXd out;
+  for (std::size_t i = 0; i < 8; ++i) {
+    easycache::step_info anchor{i, 0.0, 0};
+    anchor.of(8);
+    cache.step(test::constant(4, double(i)), out, anchor, test::affine);
+    CHECK_NOTHROW(cache.step(test::constant(4, double(i)), out, {i, 0.0, 1}, test::affine));
+  }
+  CHECK(cache.stats().evaluations == 16);
+  CHECK(cache.trace().back().action == action::compute);  // step 7, the schedule's last
+}

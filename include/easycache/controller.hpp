@@ -169,9 +169,13 @@ class controller {
     check_distinct(x, out, info);
     check_output_before_writing(out);
     const pending p = begin_step(x, info);
-    if (p.compute()) {
-      constexpr int form = detail::denoiser_form<Denoiser, Tensor>();
-      try {
+    // Whatever fails after begin_step (the denoiser, its output refused, a
+    // pass), this step's pending cannot be finished by the caller: branch 0's
+    // step has failed, and the other branches of that step and the next step
+    // are computed (note_failure does nothing once the step has finished).
+    try {
+      if (p.compute()) {
+        constexpr int form = detail::denoiser_form<Denoiser, Tensor>();
         if constexpr (form == detail::form_out_info || form == detail::form_out) {
           static_assert(detail::out_form_result_usable<Denoiser, Tensor>(),
                         "easycache: a denoiser of the form (const T& x, T& out[, const step_info&]) returns void, "
@@ -185,12 +189,12 @@ class controller {
         } else if constexpr (form == detail::form_return) {
           assign_result(x, out, denoiser(x), info);
         }
-      } catch (...) {
-        note_failure(p);
-        throw;
       }
+      finish_step(p, x, out);
+    } catch (...) {
+      note_failure(p);
+      throw;
     }
-    finish_step(p, x, out);
   }
 
   /// As above, returning a new output tensor (for owning tensor types: Eigen
@@ -220,10 +224,15 @@ class controller {
     check_live();
     if (info.branch >= config_.branches)
       throw error(detail::message("branch ", info.branch, " out of range: config.branches is ", config_.branches));
-    const std::size_t steps = schedule_steps(info);
+    // Other branches and extra evaluations are of branch 0's schedule unless they say otherwise.
+    const std::size_t steps = info.steps != 0 || (info.branch == 0 && !info.extra_evaluation) || !in_generation_
+                                  ? schedule_steps(info)
+                                  : sequence_.steps();
     if (info.index >= steps)
       throw error(detail::message("step ", info.index, " out of range: the schedule has ", steps, " steps (",
-                                  info.steps ? "step_info::steps" : "config.steps",
+                                  info.steps                                       ? "step_info::steps"
+                                  : (info.branch == 0 && !info.extra_evaluation) || !in_generation_ ? "config.steps"
+                                                                                   : "the generation's schedule",
                                   "; steps are 0-based; pass step_info::steps for a schedule of another length)"));
     if (config_.predictor == skip_predictor::linear_in_timestep && !info.extra_evaluation &&
         !std::isfinite(info.timestep))

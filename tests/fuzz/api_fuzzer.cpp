@@ -480,7 +480,12 @@ class api_harness {
   // ---- calls a sampler makes ----
 
   std::size_t schedule() const { return schedule_ ? schedule_ : cfg_.steps; }
-  std::size_t schedule_of(const easycache::step_info& info) const { return info.steps ? info.steps : cfg_.steps; }
+  // The schedule length of a call: step_info::steps, else the generation's for
+  // other branches and extra evaluations, else config.steps.
+  std::size_t schedule_of(const easycache::step_info& info) const {
+    if (info.steps) return info.steps;
+    return (info.branch != 0 || info.extra_evaluation) && in_gen_ ? gen_steps_ : cfg_.steps;
+  }
   std::size_t last_or_zero() const { return in_gen_ && last_ != no_step ? last_ : 0; }
 
   easycache::step_info make_info(std::size_t index, std::size_t branch) {
@@ -704,40 +709,6 @@ class api_harness {
         (setup_.kind == policy_kind::reference && computes < 2))
       return action::compute;
     return setup_.planned(cfg_, info.index, progress, first, c.steps);
-  }
-
-  // Branch 0's step() at `index` was refused its output with a decision the
-  // model does not know: a compute has made the evaluation a failed one, a skip
-  // has left it unfinished. A begin_step of another branch tells which (its only
-  // effect: that branch's earlier pendings go stale): after a failed anchor it
-  // computes with out_of_sequence (at `index`; at the step that failed before,
-  // it is refused), after an unfinished skip it does not (it is accepted there).
-  // Returns true for an unfinished skip; false also when no branch can tell,
-  // where the two are the same to every later call.
-  bool anchor_left_unfinished(std::size_t index, std::size_t failed_before) {
-    const std::size_t candidates[] = {index, failed_before != index ? failed_before : no_step};
-    for (const std::size_t step : candidates) {
-      if (step == no_step) continue;
-      for (std::size_t b = 1; b < branches_.size(); ++b) {
-        const branch_model& model = branches_[b];
-        if (model.last_step == step) continue;
-        holder probe;
-        probe.set(std::vector<S>(model.sized ? model.size : anchor_size_, S(0.25)));
-        easycache::step_info info(step, 0.5, b);
-        info.steps = gen_steps_;
-        try {
-          const pending p = cache_->begin_step(probe.view, info);
-          ++seen.probes;
-          for (issued& i : issued_)
-            if (i.key == b) i.valid = false;
-          return step != index || p.reason() != reason::out_of_sequence;
-        } catch (const easycache::error& e) {
-          context += std::string(", probe threw: ") + e.what();
-          FUZZ_CHECK(step != index, "another branch's begin_step after branch 0's refused output was refused");
-        }
-      }
-    }
-    return false;
   }
 
   // The anchor evaluation another branch's call follows (0: a failed one).
@@ -1197,21 +1168,13 @@ class api_harness {
         }
         const bool anchor = info.branch == 0 && !info.extra_evaluation;
         const std::optional<action> predicted = anchor ? predicted_anchor_action(info, c) : std::nullopt;
-        const std::size_t failed_before = failed_;
         begun(info, n, c, called ? std::optional<action>(action::compute) : predicted, std::nullopt);
-        // Branch 0's output refused: on a compute it is checked where step()
-        // catches the denoiser's exceptions, and the evaluation counts as failed
-        // (the other branches compute); on a skip it stays begun and unfinished.
+        // Branch 0's output refused: step() marks every failure after its
+        // begin_step as a failed step (the other branches compute).
         if (anchor && wrong_output) {
-          const bool unfinished =
-              predicted ? *predicted == action::skip : anchor_left_unfinished(info.index, failed_before);
-          if (unfinished) {
-            open_action_ = action::skip;
-          } else {
-            failed_ = info.index;
-            open_step_ = no_step;
-            open_anchor_ = 0;
-          }
+          failed_ = info.index;
+          open_step_ = no_step;
+          open_anchor_ = 0;
         }
       }
     } catch (const denoiser_failure&) {

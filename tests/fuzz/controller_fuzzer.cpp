@@ -350,8 +350,6 @@ class harness {
   // Which evaluation of branch 0 another branch's call follows.
   enum class follows { nothing, unfinished, finished, failed };
 
-  // The schedule length of a call: step_info::steps, or config.steps.
-  std::size_t schedule_of(const easycache::step_info& info) const { return info.steps ? info.steps : cfg_.steps; }
   std::size_t schedule() const { return schedule_ ? schedule_ : cfg_.steps; }
 
   anchor_kind classify(std::size_t index, std::size_t steps) const {
@@ -534,7 +532,8 @@ class harness {
 
   // One step() call; `steps`: its step_info::steps (0: config.steps).
   void step_at(std::size_t index, std::size_t branch, std::size_t steps) {
-    const std::size_t schedule_steps = steps ? steps : cfg_.steps;
+    // Other branches without a length of their own are of the generation's schedule.
+    const std::size_t schedule_steps = steps ? steps : branch != 0 && in_generation_ ? gen_steps_ : cfg_.steps;
     const std::vector<Scalar> xs =
         next_input(branch, branch == 0 && classify(index, schedule_steps) == anchor_kind::start);
     const std::size_t n = xs.size();
@@ -735,20 +734,10 @@ class harness {
     if (!succeeded) {
       if (branch == 0) {
         // The anchor's begin_step took effect: a start has ended the previous
-        // generation. The evaluation failed (the denoiser threw, or a host
-        // output was refused on a compute, where step() catches the denoiser's
-        // exceptions: the other branches compute) or stays begun and unfinished
-        // (a denoiser output of the wrong size, or a host output refused on a skip).
-        const bool must_compute = forced || gap || computes_before < 2;
-        const bool failed = result == outcome::denoiser_threw ||
-                            (output_refused && (must_compute || !anchor_left_unfinished(index)));
-        if (failed) {
-          failed_step_ = index;
-          unfinished_step_ = no_step;
-        } else {
-          unfinished_step_ = index;
-          unfinished_action_ = output_refused ? action::skip : action::compute;
-        }
+        // generation. step() marks every failure after its begin_step as a failed step: the
+        // other branches of that step and the next step compute.
+        failed_step_ = index;
+        unfinished_step_ = no_step;
       }
       if (starts) {
         FUZZ_CHECK(same_stats(cache_->stats(), easycache::statistics{}), "a failed start left old statistics");
@@ -843,38 +832,6 @@ class harness {
     ++evaluations_;
   }
 
-  // Branch 0's step() at `index` was refused its host output with a decision
-  // the model does not know: a compute has made the evaluation a failed one, a
-  // skip has left it unfinished. A begin_step of another branch tells which,
-  // and changes nothing that a later step() sees: after a failed anchor it
-  // computes with out_of_sequence (at `index`; at the step that failed before,
-  // it is refused), after an unfinished skip it does not (it is accepted there).
-  // Returns true for an unfinished skip; false also when no branch can tell,
-  // where the two are the same to every later call.
-  bool anchor_left_unfinished(std::size_t index) {
-    const std::size_t candidates[] = {index, failed_step_ != index ? failed_step_ : no_step};
-    for (const std::size_t step : candidates) {
-      if (step == no_step) continue;
-      for (std::size_t b = 1; b < branches_.size(); ++b) {
-        const branch_model& model = branches_[b];
-        if (model.last_step == step) continue;
-        holder probe;
-        Backend::make(probe, std::vector<Scalar>(model.allocated ? model.size : anchor_size_, Scalar(0.25)), false);
-        easycache::step_info info(step, 0.5, b);
-        info.of(gen_steps_);
-        try {
-          const auto p = cache_->begin_step(probe.t, info);
-          ++seen.probes;
-          return step != index || p.reason() != reason::out_of_sequence;
-        } catch (const easycache::error& e) {
-          context += std::string(", probe threw: ") + e.what();
-          FUZZ_CHECK(step != index, "another branch's begin_step after branch 0's refused output was refused");
-        }
-      }
-    }
-    return false;
-  }
-
   // Forced computes: warm-up steps counted from the generation's first step and
   // the schedule's last step, or the steps outside the window.
   bool forced_step(const easycache::step_info& info, std::size_t first, std::size_t steps) const {
@@ -943,6 +900,11 @@ class harness {
       ++count;
     }
     if (count == 0) return;
+    // With subsampled statistics a non-finite output anywhere makes the norm
+    // NaN (it is never cached): only outputs finite everywhere are compared.
+    if (s.stride > 1)
+      for (const Scalar v : last_computed_output_)
+        if (!std::isfinite(v)) return;
     change /= static_cast<double>(count);
     norm /= static_cast<double>(count);
     // fp32 lane sums over blocks of 1024: a relative error of about 1e-5 at most.
