@@ -171,6 +171,7 @@ int main() {
                 generation + 1, cond.class_id, generation + 1, uncached_calls, model_calls, s.skips,
                 s.speedup_in_calls());
     std::printf("      steps (C = called, . = cached): %s\n", pattern.c_str());
+    std::printf("      %s\n", easycache::summary(s).c_str());
     std::printf("      against the uncached run: PSNR %.1f dB, max |error| %.4f\n", quality, max_error);
     ok = ok && s.skips > 0 && s.calls == model_calls && s.evaluations == uncached_calls && quality > 25.0;
   }
