@@ -209,3 +209,36 @@ TEST_CASE("the counter does count (the test could fail)", "[allocations]") {
   std::vector<int> v(100);
   CHECK(allocations.load() >= 1);
 }
+
+TEST_CASE("keyed hooks: no allocation after the first step, generation after generation", "[allocations]") {
+  using view = easycache::host_buffer<float>;
+  easycache::keyed_hooks<view> hooks(easycache::config::wan21(30));
+  const char cond = 'c', uncond = 'u';  // two conditions: their addresses are the keys
+  std::vector<float> x(1024), v_cond(x.size()), v_uncond(x.size());
+  view xb{x.data(), x.size()}, cb{v_cond.data(), v_cond.size()}, ub{v_uncond.data(), v_uncond.size()};
+  auto model = [&](view& out, float scale) {
+    for (std::size_t i = 0; i < x.size(); ++i) out.data[i] = scale * x[i] + 0.01f;
+  };
+  std::size_t counted = 0;
+  for (int generation = 0; generation < 2; ++generation) {
+    for (std::size_t i = 0; i < x.size(); ++i) x[i] = 0.001f * static_cast<float>(i % 97) - 0.05f;
+    counted += allocations_after_first_step([&](auto&& at) {
+      for (int t = 0; t < 30; ++t) {
+        at(static_cast<std::size_t>(t), [&] {
+          const easycache::step_info info{t, 1.0 - t / 30.0};
+          if (!hooks.before(&cond, xb, cb, info)) {
+            model(cb, 0.8f);
+            hooks.after(&cond, xb, cb);
+          }
+          if (!hooks.before(&uncond, xb, ub, info)) {
+            model(ub, 0.7f);
+            hooks.after(&uncond, xb, ub);
+          }
+          for (std::size_t i = 0; i < x.size(); ++i) x[i] += 0.03f * (v_cond[i] - x[i]);
+        });
+      }
+    });
+    REQUIRE(hooks.cache().stats().skips > 0);
+  }
+  CHECK(counted == 0);
+}

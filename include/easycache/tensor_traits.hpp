@@ -15,6 +15,9 @@
 
 namespace easycache {
 
+template <class Scalar>
+struct host_buffer;  // easycache/host_buffer.hpp; named here by the diagnostics only
+
 /// Slots of the per-step sums a backend accumulates. Each slot holds a *sum* of
 /// absolute values over the sampled elements; the controller divides by the
 /// element count (so that partial sums can be combined across ranks).
@@ -79,34 +82,85 @@ struct has_traits : std::true_type {};
 template <class T>
 struct has_traits<T, std::void_t<typename tensor_traits<T>::easycache_unspecialized>> : std::false_type {};
 
+// One detector per required member, so that a diagnostic can name the one
+// that is missing (traits_diagnostics below); complete_traits is all of them.
+template <class T>
+using traits_buffer_t = typename tensor_traits<T>::buffer_type;
+template <class T>
+using traits_workspace_t = typename tensor_traits<T>::workspace_type;
+
 template <class T, class = void>
-struct complete_traits : std::false_type {};
+struct has_buffer_type : std::false_type {};
+template <class T>
+struct has_buffer_type<T, std::void_t<traits_buffer_t<T>>> : std::true_type {};
+
+template <class T, class = void>
+struct has_workspace_type : std::false_type {};
+template <class T>
+struct has_workspace_type<T, std::void_t<traits_workspace_t<T>>> : std::true_type {};
+
+template <class T, class = void>
+struct has_size : std::false_type {};
+template <class T>
+struct has_size<T, std::void_t<decltype(std::size_t{tensor_traits<T>::size(std::declval<const T&>())})>>
+    : std::true_type {};
+
+template <class T, class = void>
+struct has_allocate : std::false_type {};
+template <class T>
+struct has_allocate<
+    T, std::void_t<decltype(tensor_traits<T>::allocate(std::declval<traits_buffer_t<T>&>(), std::declval<const T&>()))>>
+    : std::true_type {};
+
+template <class T, class = void>
+struct has_prepare : std::false_type {};
+template <class T>
+struct has_prepare<T, std::void_t<decltype(tensor_traits<T>::prepare(std::declval<traits_workspace_t<T>&>(),
+                                                                     std::declval<const T&>()))>> : std::true_type {};
+
+template <class T, class = void>
+struct has_reduce_abs_diff : std::false_type {};
+template <class T>
+struct has_reduce_abs_diff<
+    T, std::void_t<decltype(tensor_traits<T>::reduce_abs_diff(
+           std::declval<traits_workspace_t<T>&>(), statistic_slot::input_change, std::declval<const T&>(),
+           std::declval<const traits_buffer_t<T>&>(), std::declval<const statistics_sampling&>()))>> : std::true_type {
+};
+
+template <class T, class = void>
+struct has_apply_delta : std::false_type {};
+template <class T>
+struct has_apply_delta<T, std::void_t<decltype(tensor_traits<T>::apply_delta(
+                              std::declval<const T&>(), std::declval<const traits_buffer_t<T>&>(), std::declval<T&>(),
+                              std::declval<traits_buffer_t<T>*>()))>> : std::true_type {};
+
+template <class T, class = void>
+struct has_commit : std::false_type {};
+template <class T>
+struct has_commit<T, std::void_t<decltype(tensor_traits<T>::commit(
+                         std::declval<traits_workspace_t<T>&>(), std::declval<const T&>(), std::declval<const T&>(),
+                         std::declval<traits_buffer_t<T>&>(), std::declval<traits_buffer_t<T>&>(), true,
+                         std::declval<const statistics_sampling&>()))>> : std::true_type {};
+
+template <class T, class = void>
+struct has_store_delta : std::false_type {};
+template <class T>
+struct has_store_delta<T,
+                       std::void_t<decltype(tensor_traits<T>::store_delta(
+                           std::declval<const T&>(), std::declval<const T&>(), std::declval<traits_buffer_t<T>&>()))>>
+    : std::true_type {};
+
+template <class T, class = void>
+struct has_read : std::false_type {};
+template <class T>
+struct has_read<T, std::void_t<decltype(tensor_traits<T>::read(std::declval<traits_workspace_t<T>&>(),
+                                                               std::declval<double (&)[statistic_slot_count]>()))>>
+    : std::true_type {};
 
 template <class T>
-struct complete_traits<
-    T, std::void_t<typename tensor_traits<T>::buffer_type, typename tensor_traits<T>::workspace_type,
-                   decltype(std::size_t{tensor_traits<T>::size(std::declval<const T&>())}),
-                   decltype(tensor_traits<T>::allocate(
-                       std::declval<typename tensor_traits<T>::buffer_type&>(), std::declval<const T&>())),
-                   decltype(tensor_traits<T>::prepare(
-                       std::declval<typename tensor_traits<T>::workspace_type&>(), std::declval<const T&>())),
-                   decltype(tensor_traits<T>::reduce_abs_diff(
-                       std::declval<typename tensor_traits<T>::workspace_type&>(), statistic_slot::input_change,
-                       std::declval<const T&>(), std::declval<const typename tensor_traits<T>::buffer_type&>(),
-                       std::declval<const statistics_sampling&>())),
-                   decltype(tensor_traits<T>::apply_delta(
-                       std::declval<const T&>(), std::declval<const typename tensor_traits<T>::buffer_type&>(),
-                       std::declval<T&>(), std::declval<typename tensor_traits<T>::buffer_type*>())),
-                   decltype(tensor_traits<T>::commit(
-                       std::declval<typename tensor_traits<T>::workspace_type&>(), std::declval<const T&>(),
-                       std::declval<const T&>(), std::declval<typename tensor_traits<T>::buffer_type&>(),
-                       std::declval<typename tensor_traits<T>::buffer_type&>(), true,
-                       std::declval<const statistics_sampling&>())),
-                   decltype(tensor_traits<T>::store_delta(std::declval<const T&>(), std::declval<const T&>(),
-                                                          std::declval<typename tensor_traits<T>::buffer_type&>())),
-                   decltype(tensor_traits<T>::read(std::declval<typename tensor_traits<T>::workspace_type&>(),
-                                                   std::declval<double (&)[statistic_slot_count]>()))>>
-    : std::true_type {};
+struct complete_traits
+    : std::conjunction<has_buffer_type<T>, has_workspace_type<T>, has_size<T>, has_allocate<T>, has_prepare<T>,
+                       has_reduce_abs_diff<T>, has_apply_delta<T>, has_commit<T>, has_store_delta<T>, has_read<T>> {};
 
 template <class T, class = void>
 struct has_check : std::false_type {};
@@ -158,6 +212,106 @@ struct has_resize_output<
     T, std::void_t<decltype(tensor_traits<T>::resize_output(std::declval<T&>(), std::declval<const T&>()))>>
     : std::true_type {};
 
+template <class T>
+inline constexpr bool dependent_false = false;
+
+// The diagnostics of tensor_traits_check. Each check is a class of its own, so
+// that every failing one is reported (a compiler may stop at the first failing
+// static_assert of one class), and each is instantiated with whether it holds.
+template <class T>
+struct missing_traits_diagnostic {
+  static_assert(dependent_false<T>,
+                "easycache: no easycache::tensor_traits for this tensor type. Include the backend header for it "
+                "(easycache/eigen.hpp, easycache/host_buffer.hpp, easycache/cuda.cuh, easycache/torch.hpp) or "
+                "specialize easycache::tensor_traits<YourTensor> (see docs/custom-tensor.md).");
+};
+template <class Scalar>
+struct missing_traits_diagnostic<host_buffer<Scalar>> {
+  static_assert(dependent_false<Scalar>,
+                "easycache: no easycache::tensor_traits for this host_buffer<Scalar>: host buffers hold float or "
+                "double elements (include easycache/host_buffer.hpp for those)");
+};
+
+template <bool Present>
+struct requires_buffer_type {
+  static_assert(Present,
+                "easycache: easycache::tensor_traits<YourTensor> is specialized but lacks a required member: "
+                "using buffer_type = ...; (owning storage for one tensor's worth of state)");
+};
+template <bool Present>
+struct requires_workspace_type {
+  static_assert(Present,
+                "easycache: easycache::tensor_traits<YourTensor> is specialized but lacks a required member: "
+                "using workspace_type = ...; (scratch for the per-step sums)");
+};
+template <bool Present>
+struct requires_size {
+  static_assert(Present,
+                "easycache: easycache::tensor_traits<YourTensor> is specialized but lacks a required member: "
+                "static std::size_t size(const T&)");
+};
+template <bool Present>
+struct requires_allocate {
+  static_assert(Present,
+                "easycache: easycache::tensor_traits<YourTensor> is specialized but lacks a required member: "
+                "static void allocate(buffer_type&, const T& like)");
+};
+template <bool Present>
+struct requires_prepare {
+  static_assert(Present,
+                "easycache: easycache::tensor_traits<YourTensor> is specialized but lacks a required member: "
+                "static void prepare(workspace_type&, const T& like)");
+};
+template <bool Present>
+struct requires_reduce_abs_diff {
+  static_assert(Present,
+                "easycache: easycache::tensor_traits<YourTensor> is specialized but lacks a required member: "
+                "static void reduce_abs_diff(workspace_type&, statistic_slot, const T& x, const buffer_type& ref, "
+                "const statistics_sampling&)");
+};
+template <bool Present>
+struct requires_apply_delta {
+  static_assert(Present,
+                "easycache: easycache::tensor_traits<YourTensor> is specialized but lacks a required member: "
+                "static void apply_delta(const T& x, const buffer_type& delta, T& out, buffer_type* input_copy)");
+};
+template <bool Present>
+struct requires_commit {
+  static_assert(Present,
+                "easycache: easycache::tensor_traits<YourTensor> is specialized but lacks a required member: "
+                "static void commit(workspace_type&, const T& x, const T& v, buffer_type& x_last, buffer_type& delta, "
+                "bool measure_change, const statistics_sampling&)");
+};
+template <bool Present>
+struct requires_store_delta {
+  static_assert(Present,
+                "easycache: easycache::tensor_traits<YourTensor> is specialized but lacks a required member: "
+                "static void store_delta(const T& x, const T& v, buffer_type& delta)");
+};
+template <bool Present>
+struct requires_read {
+  static_assert(Present,
+                "easycache: easycache::tensor_traits<YourTensor> is specialized but lacks a required member: "
+                "static void read(workspace_type&, double (&sums)[statistic_slot_count])");
+};
+
+// A member whose signature needs a missing buffer_type or workspace_type is not
+// checked, so that one omission gives one message.
+template <class T, bool Specialized = has_traits<T>::value,
+          bool BothTypes = (has_buffer_type<T>::value && has_workspace_type<T>::value)>
+struct traits_diagnostics : requires_buffer_type<has_buffer_type<T>::value>,
+                            requires_workspace_type<has_workspace_type<T>::value>,
+                            requires_size<has_size<T>::value>,
+                            requires_allocate<!has_buffer_type<T>::value || has_allocate<T>::value>,
+                            requires_prepare<!has_workspace_type<T>::value || has_prepare<T>::value>,
+                            requires_reduce_abs_diff<!BothTypes || has_reduce_abs_diff<T>::value>,
+                            requires_apply_delta<!has_buffer_type<T>::value || has_apply_delta<T>::value>,
+                            requires_commit<!BothTypes || has_commit<T>::value>,
+                            requires_store_delta<!has_buffer_type<T>::value || has_store_delta<T>::value>,
+                            requires_read<!has_workspace_type<T>::value || has_read<T>::value> {};
+template <class T, bool BothTypes>
+struct traits_diagnostics<T, false, BothTypes> : missing_traits_diagnostic<T> {};
+
 }  // namespace detail
 
 /// True when tensor_traits<T> is specialized with every required member.
@@ -167,7 +321,18 @@ inline constexpr bool is_tensor_v = detail::complete_traits<std::remove_cv_t<T>>
 /// True when the controller may size the output itself (owning tensor types),
 /// which enables the `Tensor step(x, info, denoiser)` overload.
 template <class T>
-inline constexpr bool is_resizable_tensor_v = is_tensor_v<T> && detail::has_resize_output<T>::value;
+inline constexpr bool is_resizable_tensor_v = is_tensor_v<T>&& detail::has_resize_output<T>::value;
+
+/// Checks T against the tensor_traits contract at compile time, with one
+/// diagnostic (static_assert) per problem, each naming it: no specialization
+/// (with the headers to include), a host_buffer of an unsupported element type
+/// (with the supported ones), each missing or uncallable required member (one
+/// whose signature needs a missing type is left to that type's message).
+/// Instantiating it runs the checks; next to a specialization:
+///
+///   static_assert(sizeof(easycache::tensor_traits_check<my::tensor>) != 0);
+template <class T>
+struct tensor_traits_check : detail::traits_diagnostics<std::remove_cv_t<T>> {};
 
 #if EASYCACHE_HAS_CONCEPTS
 /// A type easycache can cache: tensor_traits<T> is specialized and complete.
