@@ -69,13 +69,8 @@ class controller {
   static_assert(detail::is_policy<Policy>::value,
                 "easycache: Policy needs plan(ctx) const, decide(ctx, measurement) const, commit(ctx, verdict) and "
                 "reset() (see easycache/policy.hpp)");
-  static_assert(detail::has_traits<Tensor>::value,
-                "easycache: no easycache::tensor_traits for this tensor type. Include the backend header for it "
-                "(easycache/eigen.hpp, easycache/host_buffer.hpp, easycache/cuda.cuh, easycache/torch.hpp) or "
-                "specialize easycache::tensor_traits<YourTensor> (see docs/custom-tensor.md).");
-  static_assert(!detail::has_traits<Tensor>::value || is_tensor_v<Tensor>,
-                "easycache: easycache::tensor_traits<YourTensor> is specialized but lacks a required member "
-                "(see the list in easycache/tensor_traits.hpp, or derive from easycache::host_tensor_traits).");
+  // One diagnostic per problem, each naming it (tensor_traits_check, easycache/tensor_traits.hpp).
+  static_assert(sizeof(tensor_traits_check<Tensor>) != 0);
 
   using traits = std::conditional_t<is_tensor_v<Tensor>, tensor_traits<Tensor>, detail::placeholder_traits<Tensor>>;
   using buffer_type = typename traits::buffer_type;
