@@ -271,11 +271,16 @@ struct config {
     c.branches = 1;
     return c;
   }
-  /// The ComfyUI / stable-diffusion.cpp variant: τ 0.2, dx since the last compute,
-  /// window 0.15–0.95 of the schedule, statistics on every 8th row and column
-  /// (pass the latent's height and width to enable the 2-D pattern).
+  /// ComfyUI's EasyCache node (comfy_extras/nodes_easycache.py), its decisions
+  /// rule by rule (docs/variants.md): τ 0.2, dx since the last compute, the
+  /// window 15 %–95 % mapped to sigma by ComfyUI's flow map of `flow_shift`
+  /// (pass each call's sigma in step_info::timestep), only the cached vectors
+  /// kept before the window, dx and k on every 8th row and column of the
+  /// latent's height x width (pass them to enable the 2-D pattern), ‖v‖ over
+  /// the whole output, float32 decisions. For cond and uncond batched in one
+  /// call, set batched_conditions = 2. Needs a host backend (see README).
   static config comfyui(std::size_t steps = 50, std::size_t branches = 1, std::size_t height = 0,
-                        std::size_t width = 0) {
+                        std::size_t width = 0, double flow_shift = 1.0) {
     config c;
     c.threshold = 0.2;
     c.warmup_steps = 0;
@@ -283,7 +288,36 @@ struct config {
     c.branches = branches;
     c.input_change = input_change_reference::last_compute;
     c.window = schedule_window{};
+    c.window_sigma = sigma_window{sigma_map::comfyui_flow, flow_shift};
     c.sampling = statistics_sampling{8, height, width};
+    c.history_outside_window = outside_window_history::cached_vectors_only;
+    c.output_norm = output_norm_scope::every_element;
+    c.arithmetic = decision_arithmetic::float32;
+    return c;
+  }
+
+  /// stable-diffusion.cpp's `--cache-mode easycache` (src/runtime/easycache.hpp),
+  /// its decisions rule by rule (docs/variants.md): τ 0.2, dx since the last
+  /// compute, the window 15 %–95 % mapped to sigma by its flow denoiser's map
+  /// of `flow_shift` (pass each call's sigma in step_info::timestep), nothing
+  /// kept outside the window, every element, decisions only on dx > 0, k kept
+  /// unless the new one is positive and finite, float sums in element order.
+  /// One branch per condition (cond, uncond, image condition, in its order).
+  /// Needs a host backend (see README).
+  static config stable_diffusion_cpp(std::size_t steps = 50, std::size_t branches = 1, double flow_shift = 1.0) {
+    config c;
+    c.threshold = 0.2;
+    c.warmup_steps = 0;
+    c.steps = steps;
+    c.branches = branches;
+    c.input_change = input_change_reference::last_compute;
+    c.window = schedule_window{};
+    c.window_sigma = sigma_window{sigma_map::stable_diffusion_cpp_flow, flow_shift};
+    c.history_outside_window = outside_window_history::none;
+    c.output_norm = output_norm_scope::every_element;
+    c.guard = statistics_guard::positive_input_change;
+    c.rate_update = transformation_rate_update::positive_finite_only;
+    c.arithmetic = decision_arithmetic::float32_sequential;
     return c;
   }
 

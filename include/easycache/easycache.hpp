@@ -13,6 +13,7 @@
 #include "config.hpp"
 #include "controller.hpp"
 #include "error.hpp"
+#include "peer_summary.hpp"
 #include "policy.hpp"
 #include "tensor_traits.hpp"
 #include "trace.hpp"
