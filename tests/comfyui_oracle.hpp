@@ -186,12 +186,15 @@ class model {
   bool has_difference(int cond) const { return differences_.count(cond) != 0; }
 
   /// The summary line the node logs after sampling (`total_steps`: len(sigmas) − 1).
-  std::string summary(std::size_t total_steps) const {
-    const double skipped = static_cast<double>(total_steps_skipped_);
+  std::string summary(std::size_t total_steps) const { return summary_line(total_steps_skipped_, total_steps); }
+
+  /// The node's summary line for this skip count.
+  static std::string summary_line(std::size_t total_steps_skipped, std::size_t total_steps) {
+    const double skipped = static_cast<double>(total_steps_skipped);
     const double steps = static_cast<double>(total_steps);
     const double speedup = steps == skipped ? 1.0 : steps / (steps - skipped);
     char line[128];
-    std::snprintf(line, sizeof line, "EasyCache - skipped %zu/%zu steps (%.2fx speedup).", total_steps_skipped_,
+    std::snprintf(line, sizeof line, "EasyCache - skipped %zu/%zu steps (%.2fx speedup).", total_steps_skipped,
                   total_steps, speedup);
     return line;
   }

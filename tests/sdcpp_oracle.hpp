@@ -140,9 +140,11 @@ class model {
   }
 
   /// The summary line logged after sampling (`total_steps`: sigmas.size() − 1).
-  std::string summary(std::size_t total_steps) const {
+  std::string summary(std::size_t total_steps) const { return summary_line(total_steps_skipped_, total_steps); }
+
+  /// The program's summary line for this skip count.
+  static std::string summary_line(int skipped, std::size_t total_steps) {
     char line[128];
-    const int skipped = total_steps_skipped_;
     if (skipped > 0 && total_steps > 0) {
       if (skipped < static_cast<int>(total_steps)) {
         const double speedup =

@@ -169,6 +169,21 @@ TEST_CASE("no allocation after the first step: predictors, policies, the two-pha
     }
 }
 
+TEST_CASE("the peer presets: no allocation after the first step", "[allocations][peer]") {
+  // 1024 elements: one 32 x 32 plane for ComfyUI's 8x subsampling.
+  easycache::config comfy = easycache::config::comfyui(30, 1, 32, 32, 3.0);
+  easycache::config sdcpp = easycache::config::stable_diffusion_cpp(30, 1, 3.0);
+  easycache::config comfy_batched = easycache::config::comfyui(30, 1, 16, 16);
+  comfy_batched.batched_conditions = 2;  // two slices of 2 planes
+  comfy_batched.threshold = 0.4;
+  for (const easycache::config& cfg : {comfy, sdcpp, comfy_batched})
+    for (bool two_phase : {false, true}) {
+      INFO("window map " << static_cast<int>(cfg.window_sigma->map) << ", batched " << cfg.batched_conditions
+                         << ", two-phase " << two_phase);
+      CHECK(allocations_of_loop(cfg, easycache::easycache_policy(cfg), two_phase) == 0);
+    }
+}
+
 TEST_CASE("batch controller: no allocation after the first step", "[allocations][batch]") {
   using view = easycache::host_buffer<float>;
   easycache::config cfg = easycache::config::hunyuan_video(30);

@@ -160,7 +160,9 @@ int run(int argc, char** argv) {
     cfg.warmup_steps = steps / 5;  // the reference's 10 of 50 steps, scaled when --steps changes
     cached_settings.push_back({"EasyCache τ=" + format(tau, "%g") + (tau == 0.05 ? " (Wan2.1 default)" : ""), cfg});
   }
-  cached_settings.push_back({"EasyCache, ComfyUI variant", easycache::config::comfyui(steps, 2, d.height, d.width)});
+  // The window in sigma by the sampler's own shift, as ComfyUI maps it for a flow model of that shift.
+  cached_settings.push_back(
+      {"EasyCache, ComfyUI variant", easycache::config::comfyui(steps, 2, d.height, d.width, settings.shift)});
 
   std::vector<method_summary> methods;
   methods.push_back({"uncached, " + std::to_string(steps) + " steps", "", {}, {}, 0, 0});

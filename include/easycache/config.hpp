@@ -10,6 +10,7 @@
 
 #include "error.hpp"
 #include "detail/format.hpp"
+#include "detail/float32.hpp"
 
 namespace easycache {
 
@@ -44,6 +45,124 @@ enum class skip_predictor {
 struct schedule_window {
   double start = 0.15;
   double end = 0.95;
+};
+
+/// A percent-to-sigma map for a window compared in sigma (config::window_sigma).
+enum class sigma_map {
+  /// ComfyUI's flow models (ModelSamplingDiscreteFlow::percent_to_sigma): 1 at
+  /// 0 % or below, 0 at 100 % or above, else the shifted time of 1 − percent,
+  /// shift·t / (1 + (shift − 1)·t), in double.
+  comfyui_flow,
+  /// stable-diffusion.cpp's EasyCache over its flow denoiser (percent_to_sigma,
+  /// DiscreteFlowDenoiser::t_to_sigma): the float maximum at 0 % or below, 0 at
+  /// 100 % or above, else the shifted time of ((1 − percent)·999 + 1) / 1000, in
+  /// float. Not ComfyUI's bounds: at shift 1, 15 % is 0.85015, not 0.85.
+  stable_diffusion_cpp_flow,
+  /// start_sigma and end_sigma as given: another model's own map (ComfyUI's
+  /// epsilon models interpolate their sigma table; read the bounds off it).
+  given,
+};
+
+/// ComfyUI's sigma of `percent` for a flow model of this shift (sigma_map::comfyui_flow).
+inline double comfyui_flow_sigma(double shift, double percent) noexcept {
+  if (percent <= 0.0) return 1.0;
+  if (percent >= 1.0) return 0.0;
+  const double t = 1.0 - percent;
+  if (shift == 1.0) return t;
+  return shift * t / (1 + (shift - 1) * t);
+}
+
+/// stable-diffusion.cpp's sigma of `percent` over its flow denoiser of this
+/// shift (sigma_map::stable_diffusion_cpp_flow): float arithmetic, as it computes it.
+inline double stable_diffusion_cpp_flow_sigma(double shift, double percent) noexcept {
+  const float p = detail::to_float(percent), alpha = detail::to_float(shift);
+  if (p <= 0.0f) return static_cast<double>(std::numeric_limits<float>::max());
+  if (p >= 1.0f) return 0.0;
+  // One rounding per operation, as the peer's statements make them.
+  float t = (1.0f - p) * 999.0f;
+  t = t + 1.0f;
+  t = t / 1000.0f;
+  if (alpha == 1.0f) return static_cast<double>(t);
+  return static_cast<double>(alpha * t / (1 + (alpha - 1) * t));
+}
+
+/// The window in sigma, as ComfyUI's node and stable-diffusion.cpp place it: a
+/// call whose sigma σ (step_info::timestep) satisfies end < σ <= start, both
+/// sides rounded to float32 as the peers compare them, may be skipped. The
+/// bounds come from config::window's percents through `map`.
+struct sigma_window {
+  sigma_map map = sigma_map::comfyui_flow;
+  /// The flow model's shift, for the two flow maps (1: the percents' own sigmas, 3: SD3, ...).
+  double shift = 1.0;
+  /// sigma_map::given only: the bounds themselves (start >= end; +∞ is allowed).
+  double start_sigma = std::numeric_limits<double>::quiet_NaN();
+  double end_sigma = std::numeric_limits<double>::quiet_NaN();
+
+  /// The sigma of a window percent by this map.
+  double sigma_of(double percent, bool start) const noexcept {
+    switch (map) {
+      case sigma_map::comfyui_flow: return comfyui_flow_sigma(shift, percent);
+      case sigma_map::stable_diffusion_cpp_flow: return stable_diffusion_cpp_flow_sigma(shift, percent);
+      case sigma_map::given: break;
+    }
+    return start ? start_sigma : end_sigma;
+  }
+};
+
+/// What the window variant keeps from the steps it computes outside the window.
+enum class outside_window_history {
+  /// Everything, as inside: x_last, Δ, ‖v‖ and k carry into the window, which
+  /// may skip at once (the default).
+  keep,
+  /// Before the window, each branch's cached vector Δ only; past its end,
+  /// nothing (ComfyUI): the window opens with no previous input, norm or k, so
+  /// its first two steps are computed.
+  cached_vectors_only,
+  /// Nothing (stable-diffusion.cpp): the window opens with no history at all.
+  none,
+};
+
+/// Which elements the output norm ‖v‖ is a mean over.
+enum class output_norm_scope {
+  /// The elements the other statistics visit (sampling, batched_conditions): the default.
+  sampled,
+  /// Every element of the anchor's whole output, every batched condition
+  /// included, whatever `sampling` says (ComfyUI; stable-diffusion.cpp, which samples nothing).
+  every_element,
+};
+
+/// When the statistics are too degenerate to decide on.
+enum class statistics_guard {
+  /// dx, k or ‖v‖ not finite, or ‖v‖ = 0 (the default; ComfyUI takes the same
+  /// decisions: its NaN or infinite ε computes). dx = 0 gives ε = 0.
+  finite,
+  /// Also dx = 0 (stable-diffusion.cpp decides only on dx > 0 and ‖v‖ > 0).
+  positive_input_change,
+};
+
+/// When a computed step replaces the transformation rate k.
+enum class transformation_rate_update {
+  /// Every computed step with a measured input change: a zero input change
+  /// makes k undefined (the next decision computes), a zero output change
+  /// makes k 0 (the default; ComfyUI's decisions alike).
+  every_measured_compute,
+  /// Only when the input change, the output change and k are > 0 and finite;
+  /// otherwise the previous k stays (stable-diffusion.cpp).
+  positive_finite_only,
+};
+
+/// The arithmetic of the decision.
+enum class decision_arithmetic {
+  /// Means, k, ε and E in double (the default).
+  float64,
+  /// As ComfyUI on a float32 model: each mean rounded to float32 (its sums in
+  /// double), then k = change / dx, ε = (k·dx)/‖v‖, E += ε and E < τ in
+  /// float32; k's output change measured from a kept copy of the last output.
+  float32,
+  /// As stable-diffusion.cpp: float32, and each sum one accumulator of the
+  /// element type in element order (which loses precision on long latents, as
+  /// there).
+  float32_sequential,
 };
 
 /// Which elements the statistics (the norms) are computed over.
@@ -84,6 +203,29 @@ struct config {
   /// Beyond the reference: what a skipped step returns. Default: the constant
   /// cached vector.
   skip_predictor predictor = skip_predictor::constant;
+
+  /// Peer variant: the window compared in sigma (see sigma_window), its bounds
+  /// mapped from `window`'s percents, which it needs. A call that gives no
+  /// sigma (step_info::timestep NaN) is placed by `window` on its progress, the
+  /// same test for a schedule uniform in the model's time. Default: none.
+  std::optional<sigma_window> window_sigma;
+  /// Peer variant: what the window keeps from steps computed outside it.
+  /// Default: everything.
+  outside_window_history history_outside_window = outside_window_history::keep;
+  /// Peer variant: branch 0's tensor holds this many equal slices along its
+  /// first dimension (conditions batched in one call, cond first, as ComfyUI
+  /// batches them); dx and k's output change are measured on the first slice
+  /// only, as ComfyUI measures its anchor condition. Default 1: the whole tensor.
+  std::size_t batched_conditions = 1;
+  /// Peer variant: which elements ‖v‖ is a mean over. Default: the sampled ones.
+  output_norm_scope output_norm = output_norm_scope::sampled;
+  /// Peer variant: when the statistics are too degenerate to decide on.
+  /// Default: when not finite, or ‖v‖ = 0.
+  statistics_guard guard = statistics_guard::finite;
+  /// Peer variant: when k is replaced. Default: on every measured compute.
+  transformation_rate_update rate_update = transformation_rate_update::every_measured_compute;
+  /// Peer variant: the decision's arithmetic. Default: double.
+  decision_arithmetic arithmetic = decision_arithmetic::float64;
 
   /// Keep a per-step trace (reserved once per generation: no allocation per step).
   bool record_trace = true;
@@ -129,11 +271,16 @@ struct config {
     c.branches = 1;
     return c;
   }
-  /// The ComfyUI / stable-diffusion.cpp variant: τ 0.2, dx since the last compute,
-  /// window 0.15–0.95 of the schedule, statistics on every 8th row and column
-  /// (pass the latent's height and width to enable the 2-D pattern).
+  /// ComfyUI's EasyCache node (comfy_extras/nodes_easycache.py), its decisions
+  /// rule by rule (docs/variants.md): τ 0.2, dx since the last compute, the
+  /// window 15 %–95 % mapped to sigma by ComfyUI's flow map of `flow_shift`
+  /// (pass each call's sigma in step_info::timestep), only the cached vectors
+  /// kept before the window, dx and k on every 8th row and column of the
+  /// latent's height x width (pass them to enable the 2-D pattern), ‖v‖ over
+  /// the whole output, float32 decisions. For cond and uncond batched in one
+  /// call, set batched_conditions = 2. Needs a host backend (see README).
   static config comfyui(std::size_t steps = 50, std::size_t branches = 1, std::size_t height = 0,
-                        std::size_t width = 0) {
+                        std::size_t width = 0, double flow_shift = 1.0) {
     config c;
     c.threshold = 0.2;
     c.warmup_steps = 0;
@@ -141,7 +288,36 @@ struct config {
     c.branches = branches;
     c.input_change = input_change_reference::last_compute;
     c.window = schedule_window{};
+    c.window_sigma = sigma_window{sigma_map::comfyui_flow, flow_shift};
     c.sampling = statistics_sampling{8, height, width};
+    c.history_outside_window = outside_window_history::cached_vectors_only;
+    c.output_norm = output_norm_scope::every_element;
+    c.arithmetic = decision_arithmetic::float32;
+    return c;
+  }
+
+  /// stable-diffusion.cpp's `--cache-mode easycache` (src/runtime/easycache.hpp),
+  /// its decisions rule by rule (docs/variants.md): τ 0.2, dx since the last
+  /// compute, the window 15 %–95 % mapped to sigma by its flow denoiser's map
+  /// of `flow_shift` (pass each call's sigma in step_info::timestep), nothing
+  /// kept outside the window, every element, decisions only on dx > 0, k kept
+  /// unless the new one is positive and finite, float sums in element order.
+  /// One branch per condition (cond, uncond, image condition, in its order).
+  /// Needs a host backend (see README).
+  static config stable_diffusion_cpp(std::size_t steps = 50, std::size_t branches = 1, double flow_shift = 1.0) {
+    config c;
+    c.threshold = 0.2;
+    c.warmup_steps = 0;
+    c.steps = steps;
+    c.branches = branches;
+    c.input_change = input_change_reference::last_compute;
+    c.window = schedule_window{};
+    c.window_sigma = sigma_window{sigma_map::stable_diffusion_cpp_flow, flow_shift};
+    c.history_outside_window = outside_window_history::none;
+    c.output_norm = output_norm_scope::every_element;
+    c.guard = statistics_guard::positive_input_change;
+    c.rate_update = transformation_rate_update::positive_finite_only;
+    c.arithmetic = decision_arithmetic::float32_sequential;
     return c;
   }
 
@@ -159,6 +335,20 @@ struct config {
         throw error(detail::message("window must satisfy 0 <= start <= end <= 1 (got start ", start,
                                     ", end ", end, ")"));
     }
+    if (window_sigma) {
+      if (!window)
+        throw error(detail::message("window_sigma needs window: the percents it maps to sigma (and places calls "
+                                    "without a sigma by)"));
+      if (window_sigma->map == sigma_map::given) {
+        const double start = window_sigma->start_sigma, end = window_sigma->end_sigma;
+        if (!(start >= end))
+          throw error(detail::message("window_sigma must satisfy start_sigma >= end_sigma, neither NaN (got start_sigma ",
+                                      start, ", end_sigma ", end, ")"));
+      } else if (!(window_sigma->shift > 0) || !std::isfinite(window_sigma->shift)) {
+        throw error(detail::message("window_sigma.shift must be finite and > 0 (got ", window_sigma->shift, ")"));
+      }
+    }
+    if (batched_conditions == 0) throw error(detail::message("batched_conditions must be >= 1 (got 0)"));
     if (sampling.stride == 0) throw error(detail::message("sampling.stride must be >= 1 (got 0)"));
     if ((sampling.height == 0) != (sampling.width == 0))
       throw error(detail::message("sampling.height and sampling.width must both be set or both be 0 (got ",

@@ -22,6 +22,7 @@
 #include "detail/generation.hpp"
 #include "detail/invoke.hpp"
 #include "detail/macros.hpp"
+#include "detail/peer_rules.hpp"
 
 namespace easycache {
 
@@ -103,6 +104,7 @@ class controller {
     std::size_t size_ = 0;
     std::uint64_t serial_ = 0;
     std::uint64_t anchor_serial_ = 0;  // other branches: the anchor evaluation whose verdict they follow
+    detail::retention retention_ = detail::retention::everything;  // what a compute keeps (outside the window)
     const controller* owner_ = nullptr;
   };
 
@@ -372,8 +374,10 @@ class controller {
   /// Sets a hook that combines the statistics of a sharded latent across
   /// processes before each decision (sequence parallelism): it receives
   /// `count` doubles (the four partial sums of tensor_traits' statistic slots,
-  /// then the local number of sampled elements) and must replace each by its
-  /// sum over all ranks, e.g. with MPI_Allreduce(MPI_IN_PLACE, ..., MPI_SUM).
+  /// then the local number of sampled elements, then, with config.output_norm
+  /// = every_element, the local number of elements the norm is over) and must
+  /// replace each by its sum over all ranks, e.g. with
+  /// MPI_Allreduce(MPI_IN_PLACE, ..., MPI_SUM).
   /// It runs once per decision step, on every rank, so every rank takes the
   /// same decisions. An empty function removes it. No-throw. If the hook
   /// throws, begin_step (or step) propagates its exception and nothing has
@@ -404,6 +408,10 @@ class controller {
     if (cfg.predictor == skip_predictor::last_output && !detail::has_output_reuse<Tensor>::value)
       throw error(detail::message("skip_predictor::last_output needs tensor_traits::save_input and "
                                   "apply_saved_output, which this tensor type's traits do not provide"));
+    if (detail::needs_scoped_statistics(cfg) && !detail::has_scoped_statistics<Tensor>::value)
+      throw error(detail::message(detail::scoped_statistics_need(cfg),
+                                  " needs tensor_traits::reduce_abs_diff_scoped and commit_scoped, which this tensor "
+                                  "type's traits do not provide (the host backends do)"));
     return cfg;
   }
 
@@ -500,6 +508,14 @@ class controller {
     if (s.height != 0 && size % (s.height * s.width) != 0)
       throw error(detail::message("input of ", size, " elements is not a whole number of ", s.height, "x", s.width,
                                   " planes (config.sampling.height x width)"));
+    const std::size_t conditions = config_.batched_conditions;
+    if (size % conditions != 0)
+      throw error(detail::message("input of ", size, " elements is not ", conditions,
+                                  " equal slices (config.batched_conditions)"));
+    if (s.height != 0 && (size / conditions) % (s.height * s.width) != 0)
+      throw error(detail::message("each of the ", conditions, " batched conditions of ", size / conditions,
+                                  " elements is not a whole number of ", s.height, "x", s.width,
+                                  " planes (config.sampling.height x width)"));
     // The previous generation ends here, its statistics and trace with it, so
     // that a failing allocation below leaves them empty and consistent.
     in_generation_ = false;
@@ -524,6 +540,7 @@ class controller {
     if (config_.record_trace) trace_.reserve(2 * (steps - first) * config_.branches);
     traits::allocate(x_last_, x);
     if (config_.input_change == input_change_reference::previous_step) traits::allocate(x_prev_, x);
+    if (scoped_statistics()) traits::allocate(v_last_, x);
     traits::prepare(workspace_, x);
     allocate_branch(branches_[0], x, size, true);
     anchor_size_ = size;
@@ -552,28 +569,66 @@ class controller {
 
   // Reads the pending sums (the one device→host transfer of a step), combines
   // them across ranks when a reduction is set, and turns the last commit's sums
-  // into k and ‖v‖. Returns dx.
-  double read_statistics(std::size_t count) {
+  // into k and ‖v‖. Returns dx. `norm_count`: the elements of the output norm
+  // when it is not over the sampled ones (config.output_norm).
+  double read_statistics(std::size_t count, std::size_t norm_count) {
     double sums[statistic_slot_count] = {};
     traits::read(workspace_, sums);
-    double values[statistic_slot_count + 1] = {};
+    double values[statistic_slot_count + 2] = {};
     for (std::size_t i = 0; i < statistic_slot_count; ++i) values[i] = sums[i];
     values[statistic_slot_count] = static_cast<double>(count);
-    if (reduction_) reduction_(values, statistic_slot_count + 1);
+    values[statistic_slot_count + 1] = static_cast<double>(norm_count);
+    const bool separate_norm_count = config_.output_norm == output_norm_scope::every_element;
+    if (reduction_) reduction_(values, statistic_slot_count + (separate_norm_count ? 2 : 1));
     const double n = values[statistic_slot_count];
-    auto mean = [&](statistic_slot slot) { return values[static_cast<std::size_t>(slot)] / n; };
+    auto mean = [&](statistic_slot slot) {
+      const double elements = slot == statistic_slot::output_norm && separate_norm_count
+                                  ? values[statistic_slot_count + 1]
+                                  : n;
+      return detail::decision_value(config_, values[static_cast<std::size_t>(slot)] / elements);
+    };
     if (commit_pending_) {
       output_norm_ = mean(statistic_slot::output_norm);
-      if (commit_measured_) {
-        const double input_change = mean(statistic_slot::input_change_since_compute);
-        // An overflowed (infinite) input change would make k = 0 and skip on ε = 0.
-        transformation_rate_ = input_change > 0 && std::isfinite(input_change)
-                                   ? mean(statistic_slot::output_change) / input_change
-                                   : std::numeric_limits<double>::quiet_NaN();
-      }
+      if (commit_measured_)
+        transformation_rate_ = detail::next_transformation_rate(config_, transformation_rate_,
+                                                                mean(statistic_slot::output_change),
+                                                                mean(statistic_slot::input_change_since_compute));
       commit_pending_ = false;
     }
     return mean(statistic_slot::input_change);
+  }
+
+  bool scoped_statistics() const noexcept { return detail::needs_scoped_statistics(config_); }
+
+  // dx into the workspace: the backend's pass, or its scoped one for the peer variants.
+  void reduce_input_change(const Tensor& x, const buffer_type& reference, std::size_t size) {
+    if constexpr (detail::has_scoped_statistics<Tensor>::value) {
+      if (scoped_statistics()) {
+        traits::reduce_abs_diff_scoped(workspace_, statistic_slot::input_change, x, reference,
+                                       detail::scope_of(config_, size));
+        return;
+      }
+    }
+    traits::reduce_abs_diff(workspace_, statistic_slot::input_change, x, reference, config_.sampling);
+  }
+
+  void commit_anchor(branch_state& anchor, const Tensor& x, const Tensor& out) {
+    if constexpr (detail::has_scoped_statistics<Tensor>::value) {
+      if (scoped_statistics()) {
+        traits::commit_scoped(workspace_, x, out, x_last_, anchor.delta, v_last_, computes_ >= 1,
+                              detail::scope_of(config_, anchor.size));
+        return;
+      }
+    }
+    traits::commit(workspace_, x, out, x_last_, anchor.delta, computes_ >= 1, config_.sampling);
+  }
+
+  // Elements the sampled statistics visit, and those of the output norm.
+  std::size_t sampled_elements(std::size_t size) const noexcept {
+    return sampled_count(size / config_.batched_conditions, config_.sampling);
+  }
+  std::size_t norm_elements(std::size_t size) const noexcept {
+    return config_.output_norm == output_norm_scope::every_element ? size : sampled_elements(size);
   }
 
   void begin_anchor(const Tensor& x, pending& p) {
@@ -597,6 +652,7 @@ class controller {
     ctx.steps = steps;
     ctx.first_step = sequence_.first();
     ctx.progress = progress_of(info);
+    ctx.sigma = info.timestep;
     ctx.has_history = computes_ >= 2 && has_prev_ && anchor.computes > 0;
 
     step_record& record = p.record_;
@@ -612,8 +668,8 @@ class controller {
     if (!planned || (config_.measure_forced_steps && can_measure)) {
       const buffer_type& reference =
           (config_.input_change == input_change_reference::last_compute || prev_is_last_) ? x_last_ : x_prev_;
-      traits::reduce_abs_diff(workspace_, statistic_slot::input_change, x, reference, config_.sampling);
-      const double input_change = read_statistics(sampled_count(p.size_, config_.sampling));
+      reduce_input_change(x, reference, p.size_);
+      const double input_change = read_statistics(sampled_elements(p.size_), norm_elements(p.size_));
       record.input_change = input_change;
       record.transformation_rate = transformation_rate_;
       record.output_norm = output_norm_;
@@ -621,7 +677,8 @@ class controller {
         // Means of absolute values are never negative; a statistics reduction
         // that made one so would otherwise give a negative ε, and skips.
         const bool usable = std::isfinite(input_change) && input_change >= 0 && std::isfinite(transformation_rate_) &&
-                            transformation_rate_ >= 0 && std::isfinite(output_norm_) && output_norm_ > 0;
+                            transformation_rate_ >= 0 && std::isfinite(output_norm_) && output_norm_ > 0 &&
+                            (config_.guard != statistics_guard::positive_input_change || input_change > 0);
         if (usable) {
           chosen = policy_.decide(ctx, step_measurement{input_change, transformation_rate_, output_norm_});
         } else {
@@ -634,6 +691,7 @@ class controller {
     record.accumulated_error = chosen.accumulated_error;
     if (chosen.action == action::skip && anchor.computes == 0) chosen = verdict{action::compute, reason::no_history};
     p.verdict_ = chosen;
+    p.retention_ = detail::retention_of(config_, ctx.progress, ctx.sigma);
   }
 
   void begin_branch(const Tensor& x, pending& p) {
@@ -674,6 +732,7 @@ class controller {
     } else {
       p.verdict_ = verdict{action::compute, reason::out_of_sequence};
     }
+    p.retention_ = detail::retention_of(config_, progress_of(info), info.timestep);
     if (p.verdict_.action == action::skip) {
       if (!branch.allocated || branch.computes == 0) {
         p.verdict_ = verdict{action::compute, reason::no_history};
@@ -695,10 +754,22 @@ class controller {
         has_prev_ = true;
         prev_is_last_ = false;
       }
+    } else if (p.retention_ != detail::retention::everything) {
+      // Computed outside the window by a peer variant: its cached vector at most.
+      // (Not with the last-output predictor: the anchor's output is x_last + Δ,
+      // and x_last is kept by computes inside the window only.)
+      if (p.retention_ == detail::retention::cached_vector && !reuses_output()) {
+        guarded([&] {
+          keep_previous_delta(anchor, x);
+          traits::store_delta(x, out, anchor.delta);
+        });
+        computed(anchor, p.info_);
+        anchor_last_compute_step_ = p.info_.index;
+      }
     } else {
       guarded([&] {
         keep_previous_delta(anchor, x);
-        traits::commit(workspace_, x, out, x_last_, anchor.delta, computes_ >= 1, config_.sampling);
+        commit_anchor(anchor, x, out);
       });
       ++computes_;
       commit_pending_ = true;
@@ -734,13 +805,16 @@ class controller {
     // that a failed one (the denoiser threw, a wrong size) leaves nothing behind.
     if (!branch.allocated) allocate_branch(branch, x, p.size_, false);
     if (p.compute()) {
-      guarded([&] {
-        keep_previous_delta(branch, x);
-        traits::store_delta(x, out, branch.delta);
-        if constexpr (detail::has_output_reuse<Tensor>::value)
-          if (reuses_output()) traits::save_input(x, branch.x_saved);
-      });
-      computed(branch, p.info_);
+      // A peer variant that keeps nothing outside the window keeps no cached vector there either.
+      if (p.retention_ != detail::retention::nothing) {
+        guarded([&] {
+          keep_previous_delta(branch, x);
+          traits::store_delta(x, out, branch.delta);
+          if constexpr (detail::has_output_reuse<Tensor>::value)
+            if (reuses_output()) traits::save_input(x, branch.x_saved);
+        });
+        computed(branch, p.info_);
+      }
     } else {
       guarded([&] { skip_output(branch, x, out, nullptr, p.info_); });
     }
@@ -832,6 +906,7 @@ class controller {
   std::vector<branch_state> branches_;
   buffer_type x_last_{};  // input of the last computed step (anchor)
   buffer_type x_prev_{};  // input of the previous step, when it was skipped (else x_last_ holds it)
+  buffer_type v_last_{};  // the peer variants' scoped statistics: the anchor's last computed output (sampled elements)
   workspace_type workspace_{};
   std::size_t anchor_size_ = 0;
   std::size_t computes_ = 0;  // anchor computed steps in this generation

@@ -15,6 +15,7 @@
 #include "controller.hpp"
 #include "error.hpp"
 #include "hooks.hpp"
+#include "peer_summary.hpp"
 #include "policy.hpp"
 #include "tensor_traits.hpp"
 #include "trace.hpp"

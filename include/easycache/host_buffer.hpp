@@ -15,6 +15,7 @@
 #include "tensor_traits.hpp"
 #include "detail/format.hpp"
 #include "detail/host_kernels.hpp"
+#include "detail/scoped_kernels.hpp"
 
 namespace easycache {
 
@@ -94,6 +95,22 @@ struct host_tensor_traits {
                      buffer_type& delta, bool measure_change, const statistics_sampling& sampling) {
     const auto sums = detail::host::commit<Scalar>(self::data(x), self::data(v), x_last.data(), delta.data(),
                                                    self::size(x), measure_change, sampling);
+    workspace.sums[static_cast<std::size_t>(statistic_slot::output_change)] = sums.output_change;
+    workspace.sums[static_cast<std::size_t>(statistic_slot::input_change_since_compute)] = sums.input_change;
+    workspace.sums[static_cast<std::size_t>(statistic_slot::output_norm)] = sums.output_norm;
+  }
+
+  /// The peer variants' statistics (statistics_scope): scalar passes in a fixed element order.
+  static void reduce_abs_diff_scoped(workspace_type& workspace, statistic_slot slot, const Tensor& x,
+                                     const buffer_type& ref, const statistics_scope& scope) {
+    workspace.sums[static_cast<std::size_t>(slot)] = detail::scoped::sum_abs_diff<Scalar>(self::data(x), ref.data(), scope);
+  }
+
+  static void commit_scoped(workspace_type& workspace, const Tensor& x, const Tensor& v, buffer_type& x_last,
+                            buffer_type& delta, buffer_type& v_last, bool measure_change,
+                            const statistics_scope& scope) {
+    const auto sums = detail::scoped::commit<Scalar>(self::data(x), self::data(v), x_last.data(), delta.data(),
+                                                     v_last.data(), self::size(x), measure_change, scope);
     workspace.sums[static_cast<std::size_t>(statistic_slot::output_change)] = sums.output_change;
     workspace.sums[static_cast<std::size_t>(statistic_slot::input_change_since_compute)] = sums.input_change;
     workspace.sums[static_cast<std::size_t>(statistic_slot::output_norm)] = sums.output_norm;

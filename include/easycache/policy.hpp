@@ -19,7 +19,9 @@
 #include "error.hpp"
 #include "trace.hpp"
 #include "types.hpp"
+#include "detail/float32.hpp"
 #include "detail/format.hpp"
+#include "detail/window.hpp"
 
 namespace easycache {
 
@@ -34,6 +36,8 @@ struct step_context {
   /// Index of the generation's first step (0, or where img2img starts); the
   /// warm-up counts from here.
   std::size_t first_step = 0;
+  /// The call's sigma (step_info::timestep), for config::window_sigma; NaN when not given.
+  double sigma = std::numeric_limits<double>::quiet_NaN();
 };
 
 /// Statistics of the anchor branch, all finite, k and output_norm > 0.
@@ -52,18 +56,22 @@ struct verdict {
 };
 
 /// Forced-compute rules shared by the policies: the warm-up steps and the last
-/// step, or, with a window, the steps outside it.
+/// step, or, with a window, the steps outside it (on their progress, or on
+/// their sigma with window_sigma).
 struct forced_steps {
   std::size_t warmup_steps = 0;
   std::optional<schedule_window> window;
+  std::optional<sigma_window> window_sigma;
 
   forced_steps() = default;
-  explicit forced_steps(const config& cfg) : warmup_steps(cfg.warmup_steps), window(cfg.window) {}
+  explicit forced_steps(const config& cfg)
+      : warmup_steps(cfg.warmup_steps), window(cfg.window), window_sigma(cfg.window_sigma) {}
 
   /// The forced verdict for a step, if any.
   std::optional<verdict> operator()(const step_context& ctx) const {
     if (window) {
-      if (ctx.progress < window->start || ctx.progress >= window->end)
+      if (detail::position_in_window(*window, window_sigma, ctx.progress, ctx.sigma) !=
+          detail::window_position::inside)
         return verdict{action::compute, reason::outside_window};
       return std::nullopt;
     }
@@ -103,7 +111,8 @@ struct has_configure<P, std::void_t<decltype(std::declval<P&>().configure(std::d
 class easycache_policy {
  public:
   easycache_policy() = default;
-  explicit easycache_policy(const config& cfg) : threshold_(cfg.threshold), forced_(cfg) {}
+  explicit easycache_policy(const config& cfg)
+      : threshold_(cfg.threshold), forced_(cfg), float32_(cfg.arithmetic != decision_arithmetic::float64) {}
 
   std::optional<verdict> plan(const step_context& ctx) const {
     if (auto forced = forced_(ctx)) return forced;
@@ -113,9 +122,21 @@ class easycache_policy {
 
   verdict decide(const step_context&, const step_measurement& m) const {
     verdict v;
-    v.predicted_error = m.transformation_rate * (m.input_change / m.output_norm);
-    v.accumulated_error = accumulated_error_ + v.predicted_error;
-    if (v.accumulated_error < threshold_) {
+    bool below = false;
+    if (float32_) {
+      // The peers' order of operations, each rounded to float32 (config::arithmetic).
+      const float rate = detail::to_float(m.transformation_rate), input_change = detail::to_float(m.input_change);
+      const float epsilon = (rate * input_change) / detail::to_float(m.output_norm);
+      const float accumulated = detail::to_float(accumulated_error_) + epsilon;
+      v.predicted_error = static_cast<double>(epsilon);
+      v.accumulated_error = static_cast<double>(accumulated);
+      below = accumulated < detail::to_float(threshold_);
+    } else {
+      v.predicted_error = m.transformation_rate * (m.input_change / m.output_norm);
+      v.accumulated_error = accumulated_error_ + v.predicted_error;
+      below = v.accumulated_error < threshold_;
+    }
+    if (below) {
       v.action = action::skip;
       v.reason = reason::below_threshold;
     } else {
@@ -138,6 +159,7 @@ class easycache_policy {
  private:
   double threshold_ = 0.05;
   forced_steps forced_{config{}};
+  bool float32_ = false;
   double accumulated_error_ = 0.0;
 };
 
@@ -254,7 +276,9 @@ struct budget {
 /// E accumulates ε = k·dx/‖v‖ as in the reference. Two hard rules make the
 /// number of computed steps exact: when the remaining calls equal the remaining
 /// steps every step is computed, and when none remain every step is skipped.
-/// Forced computes (warm-up, last step, window) count towards the budget.
+/// Forced computes (warm-up, last step, window) count towards the budget; the
+/// window is placed by progress even with config::window_sigma, since the
+/// forced steps are planned before the run, when no sigma is known.
 /// Between those rules a step is computed when E reaches a threshold:
 ///  - calibrated: after a whole generation, the threshold τ that would have
 ///    given exactly the budget on that generation's recorded ε (the same model
@@ -278,7 +302,10 @@ class budget_policy {
   /// Takes the configuration's forced steps and step count. Strong: a budget
   /// infeasible for `cfg` throws easycache::error and changes nothing.
   void configure(const config& cfg) {
-    const forced_steps rule(cfg);
+    forced_steps rule(cfg);
+    // The forced steps are planned before the run, when no sigma is known:
+    // the window is placed by progress, whatever window_sigma says.
+    rule.window_sigma.reset();
     std::size_t forced = 0;
     for (std::size_t t = 0; t < cfg.steps; ++t) {
       step_context ctx;

@@ -29,6 +29,23 @@ enum class statistic_slot : std::size_t {
 };
 inline constexpr std::size_t statistic_slot_count = 4;
 
+/// The statistics the peer variants ask for (config::batched_conditions,
+/// output_norm, arithmetic), for the optional reduce_abs_diff_scoped and
+/// commit_scoped members: the `sampling` pattern over the first `extent`
+/// elements only (the anchor's slice of a batched call), the output norm over
+/// every element or those, and the order of summation.
+struct statistics_scope {
+  statistics_sampling sampling;
+  /// Elements [0, extent) are sampled from (a whole number of sampling planes).
+  std::size_t extent = 0;
+  /// Σ|v| over every element of the tensor, not over the sampled ones.
+  bool norm_every_element = false;
+  /// Each sum one accumulator of the element type, in element order
+  /// (stable-diffusion.cpp's float sums); otherwise each term in double, in
+  /// element order.
+  bool sequential = false;
+};
+
 /// The customization point. Not specialized: the type is not a tensor for easycache.
 ///
 /// A specialization provides (see docs/custom-tensor.md for a worked example):
@@ -62,6 +79,14 @@ inline constexpr std::size_t statistic_slot_count = 4;
 ///   static void save_input(const T& x, buffer_type& to);   // to = x
 ///   static void apply_saved_output(const T& x, const buffer_type& x_saved, const buffer_type& delta,
 ///       T& out, buffer_type* input_copy);    // out = x_saved + delta (the saved output); *input_copy = x
+///   // for the peer variants' statistics (statistics_scope; the host backends have them):
+///   static void reduce_abs_diff_scoped(workspace_type&, statistic_slot, const T& x,
+///       const buffer_type& ref, const statistics_scope&);    // Σ|x − ref| over the sampled elements
+///   static void commit_scoped(workspace_type&, const T& x, const T& v, buffer_type& x_last,
+///       buffer_type& delta, buffer_type& v_last, bool measure_change, const statistics_scope&);
+///       // the sums: Σ|v − v_last| and Σ|x − x_last| over the sampled elements (when
+///       // measure_change), Σ|v| (every element, or the sampled ones); then x_last = x,
+///       // delta = v − x, and v_last = v at the sampled elements
 ///   static void check_compatible(const T&, const buffer_type& state);
 ///       // throw easycache::error when a tensor cannot be used with a buffer of the
 ///       // generation (its element type or device changed since step 0); called
@@ -196,6 +221,21 @@ struct has_output_reuse<
                        std::declval<const T&>(), std::declval<const typename tensor_traits<T>::buffer_type&>(),
                        std::declval<const typename tensor_traits<T>::buffer_type&>(), std::declval<T&>(),
                        std::declval<typename tensor_traits<T>::buffer_type*>()))>> : std::true_type {};
+
+template <class T, class = void>
+struct has_scoped_statistics : std::false_type {};
+template <class T>
+struct has_scoped_statistics<
+    T, std::void_t<decltype(tensor_traits<T>::reduce_abs_diff_scoped(
+                       std::declval<typename tensor_traits<T>::workspace_type&>(), statistic_slot::input_change,
+                       std::declval<const T&>(), std::declval<const typename tensor_traits<T>::buffer_type&>(),
+                       std::declval<const statistics_scope&>())),
+                   decltype(tensor_traits<T>::commit_scoped(
+                       std::declval<typename tensor_traits<T>::workspace_type&>(), std::declval<const T&>(),
+                       std::declval<const T&>(), std::declval<typename tensor_traits<T>::buffer_type&>(),
+                       std::declval<typename tensor_traits<T>::buffer_type&>(),
+                       std::declval<typename tensor_traits<T>::buffer_type&>(), true,
+                       std::declval<const statistics_scope&>()))>> : std::true_type {};
 
 template <class T, class = void>
 struct has_check_compatible : std::false_type {};
