@@ -10,26 +10,18 @@
 
 #include <cmath>
 #include <cstddef>
-#include <cstring>
 #include <limits>
 #include <type_traits>
 
 #include "../tensor_traits.hpp"
+#include "host_kernels.hpp"
 
 namespace easycache::detail::scoped {
 
-// Element i of p, and its store, through bytes: host tensors may start at any
-// address (a float inside a packed buffer), which p[i] would not allow.
-template <class S>
-inline S load(const S* p, std::size_t i) noexcept {
-  S value;
-  std::memcpy(&value, reinterpret_cast<const unsigned char*>(p) + i * sizeof(S), sizeof(S));
-  return value;
-}
-template <class S>
-inline void store(S* p, std::size_t i, S value) noexcept {
-  std::memcpy(reinterpret_cast<unsigned char*>(p) + i * sizeof(S), &value, sizeof(S));
-}
+// Elements go through bytes, as in the other host passes (host tensors may
+// start at any address).
+using host::load;
+using host::store;
 
 /// The sampled elements of [0, extent) in ascending order: every element,
 /// every stride-th one, or every stride-th row and column of each height x
