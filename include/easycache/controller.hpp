@@ -19,10 +19,13 @@
 #include "trace.hpp"
 #include "types.hpp"
 #include "detail/format.hpp"
+#include "detail/anchor_measurement.hpp"
 #include "detail/generation.hpp"
 #include "detail/invoke.hpp"
 #include "detail/macros.hpp"
 #include "detail/peer_rules.hpp"
+#include "detail/skip_prediction.hpp"
+#include "detail/step_sequencer.hpp"
 
 namespace easycache {
 
@@ -101,6 +104,7 @@ class controller {
     step_context context_{};
     verdict verdict_{};
     step_record record_{};
+    std::optional<step_measurement> measured_{};  // what the policy decided on (branch 0)
     std::size_t size_ = 0;
     std::uint64_t serial_ = 0;
     std::uint64_t anchor_serial_ = 0;  // other branches: the anchor evaluation whose verdict they follow
@@ -221,16 +225,7 @@ class controller {
     check_live();
     if (info.branch >= config_.branches)
       throw error(detail::message("branch ", info.branch, " out of range: config.branches is ", config_.branches));
-    // Other branches and extra evaluations are of branch 0's schedule unless they say otherwise.
-    const std::size_t steps = info.steps != 0 || (info.branch == 0 && !info.extra_evaluation) || !in_generation_
-                                  ? schedule_steps(info)
-                                  : sequence_.steps();
-    if (info.index >= steps)
-      throw error(detail::message("step ", info.index, " out of range: the schedule has ", steps, " steps (",
-                                  info.steps                                       ? "step_info::steps"
-                                  : (info.branch == 0 && !info.extra_evaluation) || !in_generation_ ? "config.steps"
-                                                                                   : "the generation's schedule",
-                                  "; steps are 0-based; pass step_info::steps for a schedule of another length)"));
+    const std::size_t steps = sequencer_.schedule_of(info, config_.steps);
     if (config_.predictor == skip_predictor::linear_in_timestep && !info.extra_evaluation &&
         !std::isfinite(info.timestep))
       throw error(detail::message("the linear_in_timestep predictor needs a finite step_info::timestep (got ",
@@ -239,30 +234,17 @@ class controller {
     pending p;
     p.info_ = info;
     p.size_ = traits::size(x);
+    p.record_ = make_record(info);
     if (info.extra_evaluation) {
-      if (!in_generation_)
-        throw error(detail::message("extra evaluation at step ", info.index,
-                                    " without a generation in progress: a generation starts with branch 0's "
-                                    "evaluation of a step"));
+      sequencer_.check_extra_evaluation(info);
       p.verdict_ = verdict{action::compute, reason::extra_evaluation};
-      p.record_ = make_record(info);
     } else if (info.branch == 0) {
-      begin_anchor(x, p);
+      begin_anchor(x, steps, p);
     } else {
       begin_branch(x, p);
     }
-    p.serial_ = ++serial_;
+    p.serial_ = sequencer_.opened(info, p.verdict_);
     p.owner_ = this;
-    if (info.extra_evaluation) {
-      extra_serial_ = p.serial_;
-    } else if (info.branch == 0) {
-      anchor_open_serial_ = p.serial_;
-      anchor_open_step_ = info.index;
-      anchor_open_verdict_ = p.verdict_;
-    } else {
-      branches_[info.branch].open_serial = p.serial_;
-      branches_[info.branch].open_step = info.index;
-    }
     return p;
   }
 
@@ -278,23 +260,7 @@ class controller {
   void finish_step(const pending& p, const Tensor& x, Tensor& out) {
     check_live();
     const step_info& info = p.info_;
-    const bool current = p.owner_ == this && p.serial_ != 0 && in_generation_ &&
-                         (info.extra_evaluation || info.branch < branches_.size()) && open_serial_of(info) == p.serial_;
-    if (!current)
-      throw error(detail::message("finish_step for step ", info.index, ", branch ", info.branch,
-                                  " that is not the latest begin_step of that branch (finished or begun again "
-                                  "already, or stale after reset(), a new generation, the next step, or from another "
-                                  "controller)"));
-    if (!info.extra_evaluation && info.branch != 0 && p.anchor_serial_ != 0 &&
-        p.anchor_serial_ != finished_anchor_serial_) {
-      if (p.anchor_serial_ == anchor_open_serial_)
-        throw error(detail::message("finish_step for branch ", info.branch, " at step ", info.index,
-                                    " before branch 0 of that step has finished: begin the branches in any order "
-                                    "after branch 0, then finish branch 0 first"));
-      throw error(detail::message("finish_step for branch ", info.branch, " at step ", info.index,
-                                  ": branch 0 of that step was begun again since this branch began; begin it again"));
-    }
-    std::uint64_t& open = open_serial_of(info);
+    sequencer_.check_finishable(info, p.serial_, p.anchor_serial_, p.owner_ == this);
     check_distinct(x, out, info);
     if constexpr (detail::has_check<Tensor>::value) traits::check(x);
     check_output_before_writing(out);
@@ -302,22 +268,7 @@ class controller {
       throw error(detail::message("finish_step got an input of ", traits::size(x), " elements for step ", info.index,
                                   ", branch ", info.branch, "; begin_step had ", p.size_));
     if (p.compute()) {
-      const std::size_t produced = traits::size(out);
-      if (produced != p.size_)
-        throw error(detail::message("denoiser output has ", produced, " elements at step ", info.index, ", branch ",
-                                    info.branch, "; the input has ", p.size_));
-      if constexpr (detail::has_check<Tensor>::value) traits::check(out);
-      if constexpr (detail::has_check_compatible<Tensor>::value) {
-        // The output must fit the generation's buffers (element type, device).
-        if (!info.extra_evaluation && in_generation_) {
-          const branch_state& branch = branches_[info.branch];
-          if (info.branch == 0) {
-            traits::check_compatible(out, x_last_);
-          } else if (branch.allocated) {
-            traits::check_compatible(out, branch.delta);
-          }
-        }
-      }
+      check_denoiser_output(out, info, p.size_);
     } else {
       prepare_output(out, x);
     }
@@ -325,13 +276,10 @@ class controller {
     // several a step) outgrow the reserved trace: grow it here, before
     // anything takes effect, rather than lose their records.
     if (config_.record_trace && trace_.size() == trace_.capacity()) trace_.reserve(2 * trace_.capacity() + 1);
-    open = 0;
+    sequencer_.close(info);
     if (info.extra_evaluation) {
       ++stats_.extra_evaluations;
-      step_record record = p.record_;
-      record.action = action::compute;
-      record.reason = reason::extra_evaluation;
-      finish(record);
+      finish(p.record_, p.verdict_);
     } else if (info.branch == 0) {
       finish_anchor(p, x, out);
     } else {
@@ -344,8 +292,7 @@ class controller {
   /// stats() and trace() keep describing the dropped generation. No-throw.
   void reset() noexcept {
     if (!live_) return;
-    in_generation_ = false;
-    sequence_.stop();
+    sequencer_.stop();
     policy_.reset();
   }
 
@@ -385,20 +332,7 @@ class controller {
   void set_statistics_reduction(statistics_reduction reduction) noexcept { reduction_.swap(reduction); }
 
  private:
-  struct branch_state {
-    buffer_type delta{};
-    buffer_type delta_prev{};  // skip_predictor::linear_in_timestep only
-    buffer_type x_saved{};     // skip_predictor::last_output, branches after the first: the last computed input
-    std::size_t size = 0;
-    std::size_t computes = 0;  // computed steps of this branch in the generation
-    double timestep_last = 0;
-    double timestep_prev = 0;
-    std::uint64_t open_serial = 0;  // the pending step begun and not finished
-    std::size_t open_step = detail::no_step;          // ... and its step
-    std::size_t last_step = detail::no_step;          // the step of its last finished evaluation
-    std::size_t last_compute_step = detail::no_step;  // the step its cached vector is from
-    bool allocated = false;                           // sized for the current generation
-  };
+  using branch_cache = detail::branch_cache<Tensor, traits>;
 
   static config validated(const config& cfg) {
     cfg.validate();
@@ -437,11 +371,240 @@ class controller {
     }
   }
 
+  // ---- branch 0: plan → measure → decide (begin), apply (finish) ----
+
+  void begin_anchor(const Tensor& x, std::size_t steps, pending& p) {
+    const step_info& info = p.info_;
+    const detail::step_kind kind = sequencer_.classify_anchor(info.index, steps);
+    if (kind == detail::step_kind::start) {
+      start_generation(x, p.size_, info.index, steps);
+    } else {
+      check_same_generation(x, p.size_, info);
+    }
+    step_context& ctx = p.context_;
+    ctx.step = info.index;
+    ctx.steps = steps;
+    ctx.first_step = sequencer_.sequence().first();
+    ctx.progress = progress_of(info);
+    ctx.sigma = info.timestep;
+    ctx.has_history = measurement_.has_history() && caches_[0].computes > 0;
+
+    // Plan: forced steps need no statistics. After a step that was not taken,
+    // dx would span several steps and the cached vector is older than the rule
+    // assumes: compute.
+    std::optional<verdict> planned = policy_.plan(ctx);
+    if (kind == detail::step_kind::gap && (!planned || planned->action == action::skip))
+      planned = verdict{action::compute, reason::out_of_sequence};
+    // Measure: dx against the reference input, and k and ‖v‖ from the last commit.
+    if (!planned || (config_.measure_forced_steps && measurement_.can_measure(config_))) {
+      const double input_change = measure_input_change(x, p.size_);
+      p.record_.input_change = input_change;
+      p.record_.transformation_rate = measurement_.transformation_rate();
+      p.record_.output_norm = measurement_.output_norm();
+      if (!planned) p.measured_ = measurement_.usable(config_, input_change);
+    }
+    // Decide.
+    verdict chosen = planned                ? *planned
+                     : p.measured_.has_value() ? policy_.decide(ctx, *p.measured_)
+                                               : verdict{action::compute, reason::degenerate_statistics};
+    p.record_.predicted_error = chosen.predicted_error;
+    p.record_.accumulated_error = chosen.accumulated_error;
+    if (chosen.action == action::skip && caches_[0].computes == 0) chosen = verdict{action::compute, reason::no_history};
+    p.verdict_ = chosen;
+    p.retention_ = detail::retention_of(config_, ctx.progress, ctx.sigma);
+  }
+
+  void finish_anchor(const pending& p, const Tensor& x, Tensor& out) {
+    branch_cache& anchor = caches_[0];
+    const verdict& chosen = p.verdict_;
+    if (chosen.action == action::skip) {
+      buffer_type* input_copy = detail::anchor_measurement::skip_keeps_input(config_) ? &x_prev_ : nullptr;
+      guarded([&] { anchor.predict(x, out, input_copy, p.info_.timestep, &x_last_, config_.predictor); });
+      if (input_copy) measurement_.skipped_keeping_input();
+    } else if (p.retention_ == detail::retention::everything) {
+      guarded([&] {
+        anchor.keep_previous_delta(x, config_.predictor);
+        commit_anchor(x, out);
+      });
+      measurement_.computed();
+      anchor.computed(p.info_.index, p.info_.timestep);
+    } else if (p.retention_ == detail::retention::cached_vector && !reuses_output()) {
+      // Computed outside the window by a peer variant: its cached vector only.
+      // (Not with the last-output predictor: the anchor's output is x_last + Δ,
+      // and x_last is kept by computes inside the window only.)
+      guarded([&] {
+        anchor.keep_previous_delta(x, config_.predictor);
+        traits::store_delta(x, out, anchor.delta);
+      });
+      anchor.computed(p.info_.index, p.info_.timestep);
+    }
+    detail::commit_policy(policy_, p.context_, chosen, p.measured_);
+    sequencer_.anchor_finished(p.info_.index, p.serial_, chosen);
+    ++stats_.reasons[static_cast<std::size_t>(chosen.reason)];
+    ++stats_.steps;
+    stats_.skipped_steps += chosen.action == action::skip;
+    finish(p.record_, chosen);
+  }
+
+  // ---- other branches: follow the anchor's decision for their step ----
+
+  void begin_branch(const Tensor& x, pending& p) {
+    const step_info& info = p.info_;
+    const detail::anchor_follow follow = sequencer_.follow_anchor(info);
+    const branch_cache& branch = caches_[info.branch];  // sized for config.branches: a generation is in progress
+    if (branch.allocated && p.size_ != branch.size)
+      throw error(detail::message("input size of branch ", info.branch, " changed within a generation: ", p.size_,
+                                  " elements at step ", info.index, ", ", branch.size, " before"));
+    if constexpr (detail::has_check_compatible<Tensor>::value) {
+      if (branch.allocated) traits::check_compatible(x, branch.delta);
+    }
+    p.verdict_ = follow.decision;
+    p.anchor_serial_ = follow.anchor_serial;
+    p.retention_ = detail::retention_of(config_, progress_of(info), info.timestep);
+    if (p.verdict_.action == action::skip) {
+      if (!branch.allocated || branch.computes == 0) {
+        p.verdict_ = verdict{action::compute, reason::no_history};
+      } else if (branch.last_compute_step == detail::no_step ||
+                 branch.last_compute_step < caches_[0].last_compute_step) {
+        // The anchor's criterion bounds the drift since its own last compute only.
+        p.verdict_ = verdict{action::compute, reason::stale_branch};
+      }
+    }
+  }
+
+  void finish_branch(const pending& p, const Tensor& x, Tensor& out) {
+    branch_cache& branch = caches_[p.info_.branch];
+    // A branch's buffers and size are fixed at its first finished evaluation, so
+    // that a failed one (the denoiser threw, a wrong size) leaves nothing behind.
+    if (!branch.allocated) branch.allocate(x, p.size_, false, config_.predictor);
+    if (!p.compute()) {
+      guarded([&] { branch.predict(x, out, nullptr, p.info_.timestep, nullptr, config_.predictor); });
+    } else if (p.retention_ != detail::retention::nothing) {
+      // (A peer variant that keeps nothing outside the window keeps no cached vector there either.)
+      guarded([&] {
+        branch.keep_previous_delta(x, config_.predictor);
+        branch.store(x, out, config_.predictor);
+      });
+      branch.computed(p.info_.index, p.info_.timestep);
+    }
+    sequencer_.branch_finished(p.info_.branch, p.info_.index);
+    finish(p.record_, p.verdict_);
+  }
+
+  // ---- the generation and the anchor's tensors ----
+
+  // Everything a new generation needs; buffers are reused when the sizes match.
+  void start_generation(const Tensor& x, std::size_t size, std::size_t first, std::size_t steps) {
+    const auto& s = config_.sampling;
+    if (s.height != 0 && size % (s.height * s.width) != 0)
+      throw error(detail::message("input of ", size, " elements is not a whole number of ", s.height, "x", s.width,
+                                  " planes (config.sampling.height x width)"));
+    const std::size_t conditions = config_.batched_conditions;
+    if (size % conditions != 0)
+      throw error(detail::message("input of ", size, " elements is not ", conditions,
+                                  " equal slices (config.batched_conditions)"));
+    if (s.height != 0 && (size / conditions) % (s.height * s.width) != 0)
+      throw error(detail::message("each of the ", conditions, " batched conditions of ", size / conditions,
+                                  " elements is not a whole number of ", s.height, "x", s.width,
+                                  " planes (config.sampling.height x width)"));
+    // The previous generation ends here, its statistics and trace with it, so
+    // that a failing allocation below leaves them empty and consistent.
+    sequencer_.clear(config_.branches);
+    stats_ = statistics{};
+    trace_.clear();
+    policy_.reset();
+    if (caches_.size() != config_.branches) {
+      caches_.clear();
+      caches_.resize(config_.branches);
+    }
+    for (branch_cache& b : caches_) b.forget();
+    // Room for one record per evaluation, and one extra evaluation per branch and step (finish_step grows it beyond).
+    if (config_.record_trace) trace_.reserve(2 * (steps - first) * config_.branches);
+    traits::allocate(x_last_, x);
+    if (config_.input_change == input_change_reference::previous_step) traits::allocate(x_prev_, x);
+    if (scoped_statistics()) traits::allocate(v_last_, x);
+    traits::prepare(workspace_, x);
+    caches_[0].allocate(x, size, true, config_.predictor);
+    anchor_size_ = size;
+    measurement_.start();
+    sequencer_.start(first, steps);
+  }
+
+  void check_same_generation(const Tensor& x, std::size_t size, const step_info& info) const {
+    if (size != anchor_size_)
+      throw error(detail::message("input size changed within a generation: ", size, " elements at step ", info.index,
+                                  ", ", anchor_size_, " before (call reset() to start a new generation with other sizes)"));
+    if constexpr (detail::has_check_compatible<Tensor>::value) traits::check_compatible(x, x_last_);
+  }
+
+  // dx into the workspace (the backend's pass, or its scoped one for the peer
+  // variants), then the one device→host read of the step, combined across
+  // ranks when a reduction is set. Returns dx; k and ‖v‖ follow in measurement_.
+  double measure_input_change(const Tensor& x, std::size_t size) {
+    const buffer_type& reference =
+        measurement_.reference(config_) == detail::input_reference::last_compute ? x_last_ : x_prev_;
+    if constexpr (detail::has_scoped_statistics<Tensor>::value) {
+      if (scoped_statistics()) {
+        traits::reduce_abs_diff_scoped(workspace_, statistic_slot::input_change, x, reference,
+                                       detail::scope_of(config_, size));
+      } else {
+        traits::reduce_abs_diff(workspace_, statistic_slot::input_change, x, reference, config_.sampling);
+      }
+    } else {
+      traits::reduce_abs_diff(workspace_, statistic_slot::input_change, x, reference, config_.sampling);
+    }
+    double sums[statistic_slot_count] = {};
+    traits::read(workspace_, sums);
+    double values[detail::reduced_value_count] = {};
+    detail::anchor_measurement::fill(config_, sums, size, values);
+    if (reduction_) reduction_(values, detail::anchor_measurement::reduced_values(config_));
+    return measurement_.take(config_, values);
+  }
+
+  // The commit pass of a computed anchor step: its sums (for the next
+  // measurement), then x_last = x and Δ = v − x.
+  void commit_anchor(const Tensor& x, const Tensor& out) {
+    branch_cache& anchor = caches_[0];
+    const bool measure_change = measurement_.commit_measures_change();
+    if constexpr (detail::has_scoped_statistics<Tensor>::value) {
+      if (scoped_statistics()) {
+        traits::commit_scoped(workspace_, x, out, x_last_, anchor.delta, v_last_, measure_change,
+                              detail::scope_of(config_, anchor.size));
+        return;
+      }
+    }
+    traits::commit(workspace_, x, out, x_last_, anchor.delta, measure_change, config_.sampling);
+  }
+
+  bool scoped_statistics() const noexcept { return detail::needs_scoped_statistics(config_); }
+  bool reuses_output() const noexcept { return config_.predictor == skip_predictor::last_output; }
+
+  // ---- checks and small helpers ----
+
   // An output the controller cannot resize is written as it is: check it
   // before the denoiser or a skip writes into it. (A resizable one may be
   // empty here; it is checked once the denoiser has filled it.)
   static void check_output_before_writing([[maybe_unused]] const Tensor& out) {
     if constexpr (detail::has_check<Tensor>::value && !detail::has_resize_output<Tensor>::value) traits::check(out);
+  }
+
+  // The denoiser's output must have the input's size and fit the generation's
+  // buffers (element type, device).
+  void check_denoiser_output(const Tensor& out, const step_info& info, std::size_t size) const {
+    const std::size_t produced = traits::size(out);
+    if (produced != size)
+      throw error(detail::message("denoiser output has ", produced, " elements at step ", info.index, ", branch ",
+                                  info.branch, "; the input has ", size));
+    if constexpr (detail::has_check<Tensor>::value) traits::check(out);
+    if constexpr (detail::has_check_compatible<Tensor>::value) {
+      if (!info.extra_evaluation && sequencer_.active()) {
+        if (info.branch == 0) {
+          traits::check_compatible(out, x_last_);
+        } else if (caches_[info.branch].allocated) {
+          traits::check_compatible(out, caches_[info.branch].delta);
+        }
+      }
+    }
   }
 
   void check_distinct(const Tensor& x, const Tensor& out, const step_info& info) const {
@@ -455,13 +618,6 @@ class controller {
   void check_live() const {
     if (!live_)
       throw error("easycache: this controller was moved from; assign a controller to it before using it again");
-  }
-
-  std::size_t schedule_steps(const step_info& info) const noexcept { return info.steps ? info.steps : config_.steps; }
-
-  std::uint64_t& open_serial_of(const step_info& info) {
-    if (info.extra_evaluation) return extra_serial_;
-    return info.branch == 0 ? anchor_open_serial_ : branches_[info.branch].open_serial;
   }
 
   // A returned output is checked before it reaches `out`, so that a refused one
@@ -480,11 +636,7 @@ class controller {
 
   // The denoiser threw: a loop that logs the failure and goes on evaluates the
   // other branches of this step and then the next step, which are computed.
-  void note_failure(const pending& p) noexcept {
-    if (p.info_.extra_evaluation || p.info_.branch != 0 || anchor_open_serial_ != p.serial_) return;
-    anchor_open_serial_ = 0;
-    anchor_failed_step_ = p.info_.index;
-  }
+  void note_failure(const pending& p) noexcept { sequencer_.anchor_failed(p.info_, p.serial_); }
 
   static step_record make_record(const step_info& info) {
     step_record record;
@@ -496,371 +648,8 @@ class controller {
 
   double progress_of(const step_info& info) const noexcept {
     if (std::isfinite(info.progress)) return info.progress;
-    return static_cast<double>(info.index) / static_cast<double>(schedule_steps(info));
-  }
-
-  bool predicts_linearly() const noexcept { return config_.predictor == skip_predictor::linear_in_timestep; }
-  bool reuses_output() const noexcept { return config_.predictor == skip_predictor::last_output; }
-
-  // Everything a new generation needs; buffers are reused when the sizes match.
-  void start_generation(const Tensor& x, std::size_t size, std::size_t first, std::size_t steps) {
-    const auto& s = config_.sampling;
-    if (s.height != 0 && size % (s.height * s.width) != 0)
-      throw error(detail::message("input of ", size, " elements is not a whole number of ", s.height, "x", s.width,
-                                  " planes (config.sampling.height x width)"));
-    const std::size_t conditions = config_.batched_conditions;
-    if (size % conditions != 0)
-      throw error(detail::message("input of ", size, " elements is not ", conditions,
-                                  " equal slices (config.batched_conditions)"));
-    if (s.height != 0 && (size / conditions) % (s.height * s.width) != 0)
-      throw error(detail::message("each of the ", conditions, " batched conditions of ", size / conditions,
-                                  " elements is not a whole number of ", s.height, "x", s.width,
-                                  " planes (config.sampling.height x width)"));
-    // The previous generation ends here, its statistics and trace with it, so
-    // that a failing allocation below leaves them empty and consistent.
-    in_generation_ = false;
-    sequence_.stop();
-    stats_ = statistics{};
-    trace_.clear();
-    policy_.reset();
-    if (branches_.size() != config_.branches) {
-      branches_.clear();
-      branches_.resize(config_.branches);
-    }
-    for (branch_state& b : branches_) {
-      b.allocated = false;
-      b.computes = 0;
-      b.open_serial = 0;
-      b.open_step = b.last_step = b.last_compute_step = detail::no_step;
-    }
-    extra_serial_ = 0;
-    anchor_open_serial_ = finished_anchor_serial_ = 0;
-    anchor_failed_step_ = anchor_last_compute_step_ = detail::no_step;
-    // Room for one record per evaluation, and one extra evaluation per branch and step (finish_step grows it beyond).
-    if (config_.record_trace) trace_.reserve(2 * (steps - first) * config_.branches);
-    traits::allocate(x_last_, x);
-    if (config_.input_change == input_change_reference::previous_step) traits::allocate(x_prev_, x);
-    if (scoped_statistics()) traits::allocate(v_last_, x);
-    traits::prepare(workspace_, x);
-    allocate_branch(branches_[0], x, size, true);
-    anchor_size_ = size;
-    computes_ = 0;
-    has_prev_ = false;
-    prev_is_last_ = false;
-    commit_pending_ = false;
-    commit_measured_ = false;
-    transformation_rate_ = std::numeric_limits<double>::quiet_NaN();
-    output_norm_ = std::numeric_limits<double>::quiet_NaN();
-    sequence_.start(first, steps);
-    in_generation_ = true;
-  }
-
-  void allocate_branch(branch_state& b, const Tensor& x, std::size_t size, bool anchor) {
-    traits::allocate(b.delta, x);
-    if constexpr (detail::has_extrapolation<Tensor>::value)
-      if (predicts_linearly()) traits::allocate(b.delta_prev, x);
-    // The anchor's last computed input is x_last_ already.
-    if constexpr (detail::has_output_reuse<Tensor>::value)
-      if (reuses_output() && !anchor) traits::allocate(b.x_saved, x);
-    b.size = size;
-    b.allocated = true;
-    b.computes = 0;
-  }
-
-  // Reads the pending sums (the one device→host transfer of a step), combines
-  // them across ranks when a reduction is set, and turns the last commit's sums
-  // into k and ‖v‖. Returns dx. `norm_count`: the elements of the output norm
-  // when it is not over the sampled ones (config.output_norm).
-  double read_statistics(std::size_t count, std::size_t norm_count) {
-    double sums[statistic_slot_count] = {};
-    traits::read(workspace_, sums);
-    double values[statistic_slot_count + 2] = {};
-    for (std::size_t i = 0; i < statistic_slot_count; ++i) values[i] = sums[i];
-    values[statistic_slot_count] = static_cast<double>(count);
-    values[statistic_slot_count + 1] = static_cast<double>(norm_count);
-    const bool separate_norm_count = config_.output_norm == output_norm_scope::every_element;
-    if (reduction_) reduction_(values, statistic_slot_count + (separate_norm_count ? 2 : 1));
-    const double n = values[statistic_slot_count];
-    auto mean = [&](statistic_slot slot) {
-      const double elements = slot == statistic_slot::output_norm && separate_norm_count
-                                  ? values[statistic_slot_count + 1]
-                                  : n;
-      return detail::decision_value(config_, values[static_cast<std::size_t>(slot)] / elements);
-    };
-    if (commit_pending_) {
-      output_norm_ = mean(statistic_slot::output_norm);
-      if (commit_measured_)
-        transformation_rate_ = detail::next_transformation_rate(config_, transformation_rate_,
-                                                                mean(statistic_slot::output_change),
-                                                                mean(statistic_slot::input_change_since_compute));
-      commit_pending_ = false;
-    }
-    return mean(statistic_slot::input_change);
-  }
-
-  bool scoped_statistics() const noexcept { return detail::needs_scoped_statistics(config_); }
-
-  // dx into the workspace: the backend's pass, or its scoped one for the peer variants.
-  void reduce_input_change(const Tensor& x, const buffer_type& reference, std::size_t size) {
-    if constexpr (detail::has_scoped_statistics<Tensor>::value) {
-      if (scoped_statistics()) {
-        traits::reduce_abs_diff_scoped(workspace_, statistic_slot::input_change, x, reference,
-                                       detail::scope_of(config_, size));
-        return;
-      }
-    }
-    traits::reduce_abs_diff(workspace_, statistic_slot::input_change, x, reference, config_.sampling);
-  }
-
-  void commit_anchor(branch_state& anchor, const Tensor& x, const Tensor& out) {
-    if constexpr (detail::has_scoped_statistics<Tensor>::value) {
-      if (scoped_statistics()) {
-        traits::commit_scoped(workspace_, x, out, x_last_, anchor.delta, v_last_, computes_ >= 1,
-                              detail::scope_of(config_, anchor.size));
-        return;
-      }
-    }
-    traits::commit(workspace_, x, out, x_last_, anchor.delta, computes_ >= 1, config_.sampling);
-  }
-
-  // Elements the sampled statistics visit, and those of the output norm.
-  std::size_t sampled_elements(std::size_t size) const noexcept {
-    return sampled_count(size / config_.batched_conditions, config_.sampling);
-  }
-  std::size_t norm_elements(std::size_t size) const noexcept {
-    return config_.output_norm == output_norm_scope::every_element ? size : sampled_elements(size);
-  }
-
-  void begin_anchor(const Tensor& x, pending& p) {
-    const step_info& info = p.info_;
-    const std::size_t steps = schedule_steps(info);
-    const detail::step_kind kind =
-        in_generation_ ? sequence_.classify(info.index, steps) : detail::step_kind::start;
-    if (kind != detail::step_kind::start) {
-      if (p.size_ != anchor_size_)
-        throw error(detail::message("input size changed within a generation: ", p.size_, " elements at step ",
-                                    info.index, ", ", anchor_size_,
-                                    " before (call reset() to start a new generation with other sizes)"));
-      if constexpr (detail::has_check_compatible<Tensor>::value) traits::check_compatible(x, x_last_);
-    } else {
-      start_generation(x, p.size_, info.index, steps);
-    }
-    const branch_state& anchor = branches_[0];
-
-    step_context& ctx = p.context_;
-    ctx.step = info.index;
-    ctx.steps = steps;
-    ctx.first_step = sequence_.first();
-    ctx.progress = progress_of(info);
-    ctx.sigma = info.timestep;
-    ctx.has_history = computes_ >= 2 && has_prev_ && anchor.computes > 0;
-
-    step_record& record = p.record_;
-    record = make_record(info);
-
-    std::optional<verdict> planned = policy_.plan(ctx);
-    // After a step that was not taken, dx would span several steps and the
-    // cached vector is older than the rule assumes: compute.
-    if (kind == detail::step_kind::gap && (!planned || planned->action == action::skip))
-      planned = verdict{action::compute, reason::out_of_sequence};
-    const bool can_measure = config_.input_change == input_change_reference::previous_step ? has_prev_ : computes_ > 0;
-    verdict chosen;
-    if (!planned || (config_.measure_forced_steps && can_measure)) {
-      const buffer_type& reference =
-          (config_.input_change == input_change_reference::last_compute || prev_is_last_) ? x_last_ : x_prev_;
-      reduce_input_change(x, reference, p.size_);
-      const double input_change = read_statistics(sampled_elements(p.size_), norm_elements(p.size_));
-      record.input_change = input_change;
-      record.transformation_rate = transformation_rate_;
-      record.output_norm = output_norm_;
-      if (!planned) {
-        // Means of absolute values are never negative; a statistics reduction
-        // that made one so would otherwise give a negative ε, and skips.
-        const bool usable = std::isfinite(input_change) && input_change >= 0 && std::isfinite(transformation_rate_) &&
-                            transformation_rate_ >= 0 && std::isfinite(output_norm_) && output_norm_ > 0 &&
-                            (config_.guard != statistics_guard::positive_input_change || input_change > 0);
-        if (usable) {
-          chosen = policy_.decide(ctx, step_measurement{input_change, transformation_rate_, output_norm_});
-        } else {
-          chosen = verdict{action::compute, reason::degenerate_statistics};
-        }
-      }
-    }
-    if (planned) chosen = *planned;
-    record.predicted_error = chosen.predicted_error;
-    record.accumulated_error = chosen.accumulated_error;
-    if (chosen.action == action::skip && anchor.computes == 0) chosen = verdict{action::compute, reason::no_history};
-    p.verdict_ = chosen;
-    p.retention_ = detail::retention_of(config_, ctx.progress, ctx.sigma);
-  }
-
-  void begin_branch(const Tensor& x, pending& p) {
-    const step_info& info = p.info_;
-    const bool anchor_open = in_generation_ && anchor_open_serial_ != 0 && anchor_open_step_ == info.index;
-    const bool anchor_finished = in_generation_ && sequence_.last() == info.index;
-    const bool anchor_failed = in_generation_ && anchor_failed_step_ == info.index;
-    if (!anchor_open && !anchor_finished && !anchor_failed) {
-      const std::size_t current = in_generation_ ? sequence_.last() : detail::no_step;
-      throw error(detail::message("branch ", info.branch, " at step ", info.index,
-                                  " before branch 0 of that step: branch 0 (the anchor) must be begun first",
-                                  current != detail::no_step ? " (current step is " : "",
-                                  current != detail::no_step ? std::to_string(current) : "",
-                                  current != detail::no_step ? ")" : ""));
-    }
-    const branch_state& branch = branches_[info.branch];  // sized for config.branches: a generation is in progress
-    if (info.steps != 0 && info.steps != sequence_.steps())
-      throw error(detail::message("step_info::steps of branch ", info.branch, " is ", info.steps, " at step ",
-                                  info.index, "; branch 0's schedule has ", sequence_.steps()));
-    if (branch.last_step == info.index)
-      throw error(detail::message("branch ", info.branch, " evaluated twice at step ", info.index,
-                                  " (mark the second evaluation of a multi-evaluation sampler with "
-                                  "step_info::extra_evaluation)"));
-    if (branch.allocated && p.size_ != branch.size)
-      throw error(detail::message("input size of branch ", info.branch, " changed within a generation: ", p.size_,
-                                  " elements at step ", info.index, ", ", branch.size, " before"));
-    if constexpr (detail::has_check_compatible<Tensor>::value) {
-      if (branch.allocated) traits::check_compatible(x, branch.delta);
-    }
-    p.record_ = make_record(info);
-    if (anchor_open) {
-      // Both decisions before one batched model call (two-phase API).
-      p.verdict_ = anchor_open_verdict_;
-      p.anchor_serial_ = anchor_open_serial_;
-    } else if (anchor_finished) {
-      p.verdict_ = decision_;
-      p.anchor_serial_ = finished_anchor_serial_;
-    } else {
-      p.verdict_ = verdict{action::compute, reason::out_of_sequence};
-    }
-    p.retention_ = detail::retention_of(config_, progress_of(info), info.timestep);
-    if (p.verdict_.action == action::skip) {
-      if (!branch.allocated || branch.computes == 0) {
-        p.verdict_ = verdict{action::compute, reason::no_history};
-      } else if (branch.last_compute_step == detail::no_step || branch.last_compute_step < anchor_last_compute_step_) {
-        // The anchor's criterion bounds the drift since its own last compute only.
-        p.verdict_ = verdict{action::compute, reason::stale_branch};
-      }
-    }
-  }
-
-  void finish_anchor(const pending& p, const Tensor& x, Tensor& out) {
-    branch_state& anchor = branches_[0];
-    const verdict& chosen = p.verdict_;
-    if (chosen.action == action::skip) {
-      buffer_type* input_copy =
-          config_.input_change == input_change_reference::previous_step ? &x_prev_ : nullptr;
-      guarded([&] { skip_output(anchor, x, out, input_copy, p.info_); });
-      if (input_copy) {
-        has_prev_ = true;
-        prev_is_last_ = false;
-      }
-    } else if (p.retention_ != detail::retention::everything) {
-      // Computed outside the window by a peer variant: its cached vector at most.
-      // (Not with the last-output predictor: the anchor's output is x_last + Δ,
-      // and x_last is kept by computes inside the window only.)
-      if (p.retention_ == detail::retention::cached_vector && !reuses_output()) {
-        guarded([&] {
-          keep_previous_delta(anchor, x);
-          traits::store_delta(x, out, anchor.delta);
-        });
-        computed(anchor, p.info_);
-        anchor_last_compute_step_ = p.info_.index;
-      }
-    } else {
-      guarded([&] {
-        keep_previous_delta(anchor, x);
-        commit_anchor(anchor, x, out);
-      });
-      ++computes_;
-      commit_pending_ = true;
-      commit_measured_ = computes_ >= 2;
-      has_prev_ = true;
-      prev_is_last_ = true;
-      computed(anchor, p.info_);
-      anchor_last_compute_step_ = p.info_.index;
-    }
-    policy_.commit(p.context_, chosen);
-    sequence_.taken(p.info_.index);
-    // The previous step has ended for every branch: their pending evaluations of
-    // it are stale (those of this step, begun before this finish, stay).
-    for (branch_state& b : branches_)
-      if (b.open_step != p.info_.index) b.open_serial = 0;
-    anchor.last_step = p.info_.index;
-    anchor_open_serial_ = 0;
-    anchor_failed_step_ = detail::no_step;
-    finished_anchor_serial_ = p.serial_;
-    decision_ = chosen;
-    ++stats_.reasons[static_cast<std::size_t>(chosen.reason)];
-    ++stats_.steps;
-    stats_.skipped_steps += chosen.action == action::skip;
-    step_record record = p.record_;
-    record.action = chosen.action;
-    record.reason = chosen.reason;
-    finish(record);
-  }
-
-  void finish_branch(const pending& p, const Tensor& x, Tensor& out) {
-    branch_state& branch = branches_[p.info_.branch];
-    // A branch's buffers and size are fixed at its first finished evaluation, so
-    // that a failed one (the denoiser threw, a wrong size) leaves nothing behind.
-    if (!branch.allocated) allocate_branch(branch, x, p.size_, false);
-    if (p.compute()) {
-      // A peer variant that keeps nothing outside the window keeps no cached vector there either.
-      if (p.retention_ != detail::retention::nothing) {
-        guarded([&] {
-          keep_previous_delta(branch, x);
-          traits::store_delta(x, out, branch.delta);
-          if constexpr (detail::has_output_reuse<Tensor>::value)
-            if (reuses_output()) traits::save_input(x, branch.x_saved);
-        });
-        computed(branch, p.info_);
-      }
-    } else {
-      guarded([&] { skip_output(branch, x, out, nullptr, p.info_); });
-    }
-    branch.last_step = p.info_.index;
-    step_record record = p.record_;
-    record.action = p.verdict_.action;
-    record.reason = p.verdict_.reason;
-    finish(record);
-  }
-
-  // The cached prediction for a skipped step: x + Δ, x + Δ extrapolated in the
-  // timestep, or the last computed output itself.
-  void skip_output(const branch_state& branch, const Tensor& x, Tensor& out, buffer_type* input_copy,
-                   const step_info& info) {
-    if constexpr (detail::has_output_reuse<Tensor>::value) {
-      if (reuses_output()) {
-        const buffer_type& x_saved = &branch == &branches_[0] ? x_last_ : branch.x_saved;
-        traits::apply_saved_output(x, x_saved, branch.delta, out, input_copy);
-        return;
-      }
-    }
-    if constexpr (detail::has_extrapolation<Tensor>::value) {
-      if (predicts_linearly() && branch.computes >= 2 && branch.timestep_last != branch.timestep_prev) {
-        const double weight = (info.timestep - branch.timestep_last) / (branch.timestep_last - branch.timestep_prev);
-        // Finite timesteps whose differences overflow give an infinite or NaN
-        // weight, which would make every element ±∞ or NaN: no extrapolation then.
-        if (std::isfinite(weight)) {
-          traits::apply_delta_extrapolated(x, branch.delta, branch.delta_prev, weight, out, input_copy);
-          return;
-        }
-      }
-    }
-    traits::apply_delta(x, branch.delta, out, input_copy);
-  }
-
-  // x: the step's input, whose stream (on a GPU) the copy is queued on.
-  void keep_previous_delta(branch_state& branch, [[maybe_unused]] const Tensor& x) {
-    if constexpr (detail::has_extrapolation<Tensor>::value)
-      if (predicts_linearly() && branch.computes > 0) traits::copy(x, branch.delta, branch.delta_prev);
-  }
-
-  static void computed(branch_state& branch, const step_info& info) noexcept {
-    ++branch.computes;
-    branch.last_compute_step = info.index;
-    branch.timestep_prev = branch.timestep_last;
-    branch.timestep_last = info.timestep;
+    const std::size_t steps = info.steps ? info.steps : config_.steps;
+    return static_cast<double>(info.index) / static_cast<double>(steps);
   }
 
   void prepare_output(Tensor& out, const Tensor& like) {
@@ -879,13 +668,15 @@ class controller {
     try {
       pass();
     } catch (...) {
-      in_generation_ = false;
-      sequence_.stop();
+      sequencer_.stop();
       throw;
     }
   }
 
-  void finish(const step_record& record) {
+  // The evaluation has taken effect: count it, record it, report it.
+  void finish(step_record record, const verdict& decided) {
+    record.action = decided.action;
+    record.reason = decided.reason;
     ++stats_.evaluations;
     if (record.action == action::skip) {
       ++stats_.skips;
@@ -903,31 +694,15 @@ class controller {
   decision_callback callback_;
   statistics_reduction reduction_;
 
-  std::vector<branch_state> branches_;
-  buffer_type x_last_{};  // input of the last computed step (anchor)
+  detail::step_sequencer sequencer_;        // order and staleness of evaluations, the generation
+  detail::anchor_measurement measurement_;  // what dx is measured against; sums → dx, k, ‖v‖
+  std::vector<branch_cache> caches_;        // per branch: cached vectors and the skip predictor's state
+  buffer_type x_last_{};  // input of the anchor's last computed step
   buffer_type x_prev_{};  // input of the previous step, when it was skipped (else x_last_ holds it)
   buffer_type v_last_{};  // the peer variants' scoped statistics: the anchor's last computed output (sampled elements)
   workspace_type workspace_{};
   std::size_t anchor_size_ = 0;
-  std::size_t computes_ = 0;  // anchor computed steps in this generation
-  std::uint64_t serial_ = 0;  // numbers the pending steps
-  std::uint64_t extra_serial_ = 0;
-  detail::generation_sequence sequence_;
-  std::uint64_t anchor_open_serial_ = 0;      // the anchor's pending step begun and not finished
-  std::size_t anchor_open_step_ = 0;          // ... its step
-  verdict anchor_open_verdict_{};             // ... and its verdict (other branches may begin before it finishes)
-  std::uint64_t finished_anchor_serial_ = 0;  // the anchor's pending step finished last
-  std::size_t anchor_failed_step_ = detail::no_step;        // the anchor's denoiser threw at this step
-  std::size_t anchor_last_compute_step_ = detail::no_step;  // the step the anchor's cached vector is from
   detail::live_flag live_;
-  bool in_generation_ = false;
-  bool has_prev_ = false;
-  bool prev_is_last_ = false;     // the previous input equals x_last_ (the previous step was computed)
-  bool commit_pending_ = false;   // the workspace holds sums of a commit not read yet
-  bool commit_measured_ = false;  // ... and they include the output and input change
-  double transformation_rate_ = std::numeric_limits<double>::quiet_NaN();
-  double output_norm_ = std::numeric_limits<double>::quiet_NaN();
-  verdict decision_{};  // the anchor's verdict for the current step
 };
 
 }  // namespace easycache

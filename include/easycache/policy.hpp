@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "config.hpp"
+#include "decision.hpp"
 #include "error.hpp"
 #include "trace.hpp"
 #include "types.hpp"
@@ -24,36 +25,6 @@
 #include "detail/window.hpp"
 
 namespace easycache {
-
-
-/// What is known when a step begins, before anything is measured.
-struct step_context {
-  std::size_t step = 0;   ///< 0-based index in the sampler's schedule
-  std::size_t steps = 0;  ///< N: the schedule's length (step_info::steps, or config.steps)
-  double progress = 0;    ///< position in [0, 1] (step_info::progress or step / steps)
-  /// dx, k and ‖v‖ can be measured: two computed steps and a previous input exist.
-  bool has_history = false;
-  /// Index of the generation's first step (0, or where img2img starts); the
-  /// warm-up counts from here.
-  std::size_t first_step = 0;
-  /// The call's sigma (step_info::timestep), for config::window_sigma; NaN when not given.
-  double sigma = std::numeric_limits<double>::quiet_NaN();
-};
-
-/// Statistics of the anchor branch, all finite, k and output_norm > 0.
-struct step_measurement {
-  double input_change = 0;         ///< dx (mean abs)
-  double transformation_rate = 0;  ///< k
-  double output_norm = 0;          ///< ‖v_at_last_compute‖ (mean abs)
-};
-
-/// A policy's answer for one step.
-struct verdict {
-  easycache::action action = easycache::action::compute;
-  easycache::reason reason = easycache::reason::no_history;
-  double predicted_error = std::numeric_limits<double>::quiet_NaN();    ///< ε of this step
-  double accumulated_error = std::numeric_limits<double>::quiet_NaN();  ///< E compared with τ
-};
 
 /// Forced-compute rules shared by the policies: the warm-up steps and the last
 /// step, or, with a window, the steps outside it (on their progress, or on
@@ -82,15 +53,41 @@ struct forced_steps {
 };
 
 namespace detail {
+// commit(ctx, verdict, measured): the policy is told the measurement its verdict came from.
+template <class P, class = void>
+struct has_measured_commit : std::false_type {};
+template <class P>
+struct has_measured_commit<P, std::void_t<decltype(std::declval<P&>().commit(
+                                  std::declval<const step_context&>(), std::declval<const verdict&>(),
+                                  std::declval<const std::optional<step_measurement>&>()))>> : std::true_type {};
+
+template <class P, class = void>
+struct has_plain_commit : std::false_type {};
+template <class P>
+struct has_plain_commit<P, std::void_t<decltype(std::declval<P&>().commit(std::declval<const step_context&>(),
+                                                                          std::declval<const verdict&>()))>>
+    : std::true_type {};
+
 template <class P, class = void>
 struct is_policy : std::false_type {};
 template <class P>
 struct is_policy<P, std::void_t<decltype(std::declval<const P&>().plan(std::declval<const step_context&>())),
                                 decltype(std::declval<const P&>().decide(std::declval<const step_context&>(),
                                                                          std::declval<const step_measurement&>())),
-                                decltype(std::declval<P&>().commit(std::declval<const step_context&>(),
-                                                                   std::declval<const verdict&>())),
-                                decltype(std::declval<P&>().reset())>> : std::true_type {};
+                                decltype(std::declval<P&>().reset())>>
+    : std::bool_constant<has_measured_commit<P>::value || has_plain_commit<P>::value> {};
+
+/// Tells `policy` that the step was carried out as `v` says; `measured` is
+/// the measurement decide() gave `v` from (nullopt: planned, or degenerate).
+template <class P>
+void commit_policy(P& policy, const step_context& ctx, const verdict& v,
+                   const std::optional<step_measurement>& measured) noexcept {
+  if constexpr (has_measured_commit<P>::value) {
+    policy.commit(ctx, v, measured);
+  } else {
+    policy.commit(ctx, v);
+  }
+}
 
 template <class P, class = void>
 struct has_configure : std::false_type {};
@@ -107,7 +104,10 @@ struct has_configure<P, std::void_t<decltype(std::declval<P&>().configure(std::d
 ///  - plan(): a verdict that needs no statistics (forced steps), or nullopt to
 ///    ask the controller to measure the anchor branch;
 ///  - decide(): the verdict from the measured statistics;
-///  - commit(): the step was carried out as decided.
+///  - commit(ctx, verdict): the step was carried out as decided. A policy that
+///    learns from the measurements declares commit(ctx, verdict, measured)
+///    instead, with `measured` the measurement decide() was given (nullopt
+///    when the verdict was planned, or the statistics were degenerate).
 class easycache_policy {
  public:
   easycache_policy() = default;
@@ -271,6 +271,60 @@ struct budget {
   }
 };
 
+/// The smallest τ that, on a recorded profile of predicted errors (one per
+/// step; NaN where a step was not measured, which is then computed), makes the
+/// reference rule compute at most `calls` steps under the `forced` rules; NaN
+/// when no τ reaches it. A pure function of its arguments: `planned_free_from`
+/// (profile.size() + 1 entries) receives, for each step, the free (non-forced)
+/// computes that τ plans from that step on.
+inline double calibrated_threshold(const std::vector<double>& profile, const forced_steps& forced, std::size_t calls,
+                                   std::vector<std::size_t>& planned_free_from) noexcept {
+  const std::size_t steps = profile.size();
+  // Simulates the reference rule with `threshold` on the profile; with `plan`,
+  // also records the free computes planned from each step on.
+  auto computes_with = [&](double threshold, bool plan) {
+    std::size_t computes = 0;
+    double accumulated = 0;
+    for (std::size_t t = 0; t < steps; ++t) {
+      step_context ctx;
+      ctx.step = t;
+      ctx.steps = steps;
+      ctx.progress = static_cast<double>(t) / static_cast<double>(steps);
+      const double epsilon = profile[t];
+      bool free_compute = false;
+      if (forced(ctx) || !std::isfinite(epsilon)) {
+        ++computes;
+        accumulated = 0;
+        free_compute = !forced(ctx);
+      } else {
+        accumulated += epsilon;
+        if (accumulated >= threshold) {
+          ++computes;
+          accumulated = 0;
+          free_compute = true;
+        }
+      }
+      if (plan) planned_free_from[t] = free_compute;
+    }
+    if (plan) {
+      planned_free_from[steps] = 0;
+      for (std::size_t t = steps; t-- > 0;) planned_free_from[t] += planned_free_from[t + 1];
+    }
+    return computes;
+  };
+  double total = 0;
+  for (double e : profile)
+    if (std::isfinite(e)) total += e;
+  double low = 0, high = 2 * total + 1;
+  if (computes_with(high, false) > calls) return std::numeric_limits<double>::quiet_NaN();
+  for (int i = 0; i < 64; ++i) {
+    const double middle = 0.5 * (low + high);
+    (computes_with(middle, false) <= calls ? high : low) = middle;
+  }
+  if (planned_free_from.size() == steps + 1) computes_with(high, true);
+  return high;
+}
+
 /// EasyCache's error signal steered to a compute budget (beyond the paper).
 ///
 /// E accumulates ε = k·dx/‖v‖ as in the reference. Two hard rules make the
@@ -361,11 +415,6 @@ class budget_policy {
   }
 
   verdict decide(const step_context& ctx, const step_measurement& m) const {
-    // What the profile records: dx/‖v‖, which follows the trajectory whatever is
-    // computed, and k, whose typical value scales it (k itself spans the computed
-    // steps, so it depends on the decisions; the paper observes it is stable).
-    measured_relative_change_ = m.input_change / m.output_norm;
-    measured_rate_ = m.transformation_rate;
     verdict v;
     v.predicted_error = m.transformation_rate * (m.input_change / m.output_norm);
     v.accumulated_error = accumulated_error_ + v.predicted_error;
@@ -399,13 +448,17 @@ class budget_policy {
     return v;
   }
 
-  void commit(const step_context& ctx, const verdict& v) noexcept {
+  /// `measured`: what decide() was given for `v` (nullopt: planned or degenerate).
+  void commit(const step_context& ctx, const verdict& v,
+              const std::optional<step_measurement>& measured = std::nullopt) noexcept {
     if (v.action == action::compute) ++computed_;
-    if (ctx.step < profile_.size()) {
-      profile_[ctx.step] = measured_relative_change_;
-      rates_[ctx.step] = measured_rate_;
+    // What the profile records: dx/‖v‖, which follows the trajectory whatever is
+    // computed, and k, whose typical value scales it (k itself spans the computed
+    // steps, so it depends on the decisions; the paper observes it is stable).
+    if (ctx.step < profile_.size() && measured) {
+      profile_[ctx.step] = measured->input_change / measured->output_norm;
+      rates_[ctx.step] = measured->transformation_rate;
     }
-    measured_relative_change_ = measured_rate_ = std::numeric_limits<double>::quiet_NaN();
     ++committed_;
     if (std::isfinite(v.predicted_error)) {
       mean_error_ = has_mean_ ? (1 - smoothing_) * mean_error_ + smoothing_ * v.predicted_error : v.predicted_error;
@@ -475,52 +528,10 @@ class budget_policy {
     const std::size_t used = computed_ + reserved;
     return calls_ > used ? calls_ - used : 0;
   }
-  // The smallest τ that, on the recorded profile, computes at most the budget
-  // (the recorded ε are taken as they came, whatever was computed then).
   void calibrate() noexcept {
     calibrated_threshold_ = std::numeric_limits<double>::quiet_NaN();
-    if (!has_last_profile_ || last_profile_.size() != steps_) return;
-    // Simulates the reference rule with `threshold` on the profile; with `plan`,
-    // also records the free (non-forced) computes planned from each step on.
-    auto computes_with = [&](double threshold, bool plan) {
-      std::size_t computes = 0;
-      double accumulated = 0;
-      for (std::size_t t = 0; t < steps_; ++t) {
-        step_context ctx;
-        ctx.step = t;
-        ctx.steps = steps_;
-        ctx.progress = static_cast<double>(t) / static_cast<double>(steps_);
-        const double epsilon = last_profile_[t];
-        bool free_compute = false;
-        if (forced_(ctx) || !std::isfinite(epsilon)) {
-          ++computes;
-          accumulated = 0;
-          free_compute = !forced_(ctx);
-        } else {
-          accumulated += epsilon;
-          if (accumulated >= threshold) {
-            ++computes;
-            accumulated = 0;
-            free_compute = true;
-          }
-        }
-        if (plan) planned_free_from_[t] = free_compute;
-      }
-      if (plan)
-        for (std::size_t t = steps_; t-- > 0;) planned_free_from_[t] += planned_free_from_[t + 1];
-      return computes;
-    };
-    double total = 0;
-    for (double e : last_profile_)
-      if (std::isfinite(e)) total += e;
-    double low = 0, high = 2 * total + 1;
-    if (computes_with(high, false) > calls_) return;  // not reachable by a threshold: keep the online rule
-    for (int i = 0; i < 64; ++i) {
-      const double middle = 0.5 * (low + high);
-      (computes_with(middle, false) <= calls_ ? high : low) = middle;
-    }
-    computes_with(high, true);
-    calibrated_threshold_ = high;
+    if (has_last_profile_ && last_profile_.size() == steps_)
+      calibrated_threshold_ = easycache::calibrated_threshold(last_profile_, forced_, calls_, planned_free_from_);
   }
 
   step_context context_at(std::size_t t, const step_context& now) const {
@@ -545,8 +556,6 @@ class budget_policy {
   double accumulated_error_ = 0.0;
   double mean_error_ = 0.0;
   bool has_mean_ = false;
-  mutable double measured_relative_change_ = std::numeric_limits<double>::quiet_NaN();  // set by decide()
-  mutable double measured_rate_ = std::numeric_limits<double>::quiet_NaN();
   std::vector<double> profile_;       // dx/‖v‖ of each step of this generation (NaN: not measured)
   std::vector<double> rates_;         // k of each step of this generation
   std::vector<double> last_profile_;  // predicted ε (typical k · dx/‖v‖) of the last whole generation
@@ -578,7 +587,10 @@ class any_policy {
   void configure(const config& cfg) { self_->configure(cfg); }
   std::optional<verdict> plan(const step_context& ctx) const { return self_->plan(ctx); }
   verdict decide(const step_context& ctx, const step_measurement& m) const { return self_->decide(ctx, m); }
-  void commit(const step_context& ctx, const verdict& v) noexcept { self_->commit(ctx, v); }
+  void commit(const step_context& ctx, const verdict& v,
+              const std::optional<step_measurement>& measured = std::nullopt) noexcept {
+    self_->commit(ctx, v, measured);
+  }
   void reset() noexcept { self_->reset(); }
 
  private:
@@ -588,7 +600,7 @@ class any_policy {
     virtual void configure(const config&) = 0;
     virtual std::optional<verdict> plan(const step_context&) const = 0;
     virtual verdict decide(const step_context&, const step_measurement&) const = 0;
-    virtual void commit(const step_context&, const verdict&) noexcept = 0;
+    virtual void commit(const step_context&, const verdict&, const std::optional<step_measurement>&) noexcept = 0;
     virtual void reset() noexcept = 0;
   };
   template <class Policy>
@@ -604,7 +616,10 @@ class any_policy {
     }
     std::optional<verdict> plan(const step_context& ctx) const override { return policy.plan(ctx); }
     verdict decide(const step_context& ctx, const step_measurement& m) const override { return policy.decide(ctx, m); }
-    void commit(const step_context& ctx, const verdict& v) noexcept override { policy.commit(ctx, v); }
+    void commit(const step_context& ctx, const verdict& v,
+                const std::optional<step_measurement>& measured) noexcept override {
+      detail::commit_policy(policy, ctx, v, measured);
+    }
     void reset() noexcept override { policy.reset(); }
     Policy policy;
   };
