@@ -1,5 +1,12 @@
 // easycache: runtime-adaptive caching for diffusion denoisers.
 // SPDX-License-Identifier: MIT
+//
+// The controller: the algorithm at a glance. Branch 0's begin_step plans
+// (the policy's forced steps), measures (dx, k, ‖v‖), decides (the policy);
+// finish_step applies (the skip's prediction, or the compute's commit). Its
+// parts live in detail/: step_sequencer (order and generations),
+// anchor_measurement (sums → measurement), branch_cache (cached vectors and
+// the skip predictor), tensor_ops (checks and backend passes).
 #pragma once
 
 #include <cmath>
@@ -26,28 +33,9 @@
 #include "detail/peer_rules.hpp"
 #include "detail/skip_prediction.hpp"
 #include "detail/step_sequencer.hpp"
+#include "detail/tensor_ops.hpp"
 
 namespace easycache {
-
-namespace detail {
-// Stands in for tensor_traits<T> when T is unsupported, so that the one
-// static_assert in controller is the only diagnostic the user sees.
-template <class T>
-struct placeholder_traits {
-  using buffer_type = int;
-  using workspace_type = int;
-  static std::size_t size(const T&) { return 0; }
-  static void allocate(buffer_type&, const T&) {}
-  static void prepare(workspace_type&, const T&) {}
-  static void reduce_abs_diff(workspace_type&, statistic_slot, const T&, const buffer_type&,
-                              const statistics_sampling&) {}
-  static void apply_delta(const T&, const buffer_type&, T&, buffer_type*) {}
-  static void commit(workspace_type&, const T&, const T&, buffer_type&, buffer_type&, bool,
-                     const statistics_sampling&) {}
-  static void store_delta(const T&, const T&, buffer_type&) {}
-  static void read(workspace_type&, double (&)[statistic_slot_count]) {}
-};
-}  // namespace detail
 
 /// Runtime-adaptive cache around a denoiser (EasyCache, arXiv 2507.02860).
 ///
@@ -79,6 +67,7 @@ class controller {
   using traits = std::conditional_t<is_tensor_v<Tensor>, tensor_traits<Tensor>, detail::placeholder_traits<Tensor>>;
   using buffer_type = typename traits::buffer_type;
   using workspace_type = typename traits::workspace_type;
+  using ops = detail::tensor_ops<Tensor, traits>;  // checks and backend passes, over traits
 
  public:
   using tensor_type = Tensor;
@@ -114,12 +103,13 @@ class controller {
 
   /// Takes a configuration (validated: throws easycache::error, and no object
   /// is made) and builds the policy from it when Policy is constructible from a config.
-  explicit controller(const config& cfg = config{}) : config_(validated(cfg)), policy_(make_policy(cfg)) {}
+  explicit controller(const config& cfg = config{})
+      : config_(ops::validated(cfg)), policy_(detail::make_policy<Policy>(cfg)) {}
 
   /// Takes a configuration and a ready policy (validated as above; the policy's
   /// configure(config), if it has one, may refuse the configuration too).
-  controller(const config& cfg, Policy policy) : config_(validated(cfg)), policy_(std::move(policy)) {
-    configure_policy(config_);
+  controller(const config& cfg, Policy policy) : config_(ops::validated(cfg)), policy_(std::move(policy)) {
+    detail::configure_policy(policy_, config_);
   }
 
   /// One evaluation: writes the denoiser's output for `x` into `out`, or the
@@ -144,53 +134,27 @@ class controller {
   /// `out` refused by the backend's check (a null host buffer with elements, a
   /// non-contiguous Eigen map), a host output or a denoiser output of the wrong size.
   ///
-  /// Exception safety (docs/design.md):
-  ///  - strong: after an easycache::error, an exception from the denoiser, or
-  ///    one from the backend's reduce_abs_diff, read or a branch's first
-  ///    allocate, the statistics, trace and decision state are as before and
-  ///    the same call may be retried. A loop may instead go on: when the
-  ///    denoiser threw on branch 0, the other branches of that step and the
-  ///    next step are computed. Branch 0's step that begins a generation is
-  ///    the exception: once its input is accepted it ends the previous
-  ///    generation (statistics and trace empty, policy reset) before it
-  ///    allocates or calls the denoiser;
-  ///  - basic: if the backend's allocate fails as a generation begins, no
-  ///    generation is in progress (statistics and trace empty); if
-  ///    apply_delta, commit or store_delta throws, buffers may be half-written,
-  ///    so the generation is dropped: the failed evaluation is not counted and
-  ///    branch 0's next call begins a new generation;
-  ///  - if the decision callback throws, the evaluation has taken effect
-  ///    (counted, recorded, `out` written) and its exception propagates;
-  ///  - `out` may have been written by the denoiser whenever it ran.
+  /// Exception safety (docs/design.md, "Exception safety", one row per case):
+  /// strong for bad input, a throwing denoiser or reduction (retry, or go on:
+  /// the other branches of that step and the next step are then computed),
+  /// except that a generation's first step ends the previous generation once
+  /// its input is accepted; basic when a backend pass that writes buffers
+  /// throws (the generation is dropped); a throwing callback propagates after
+  /// the evaluation has taken effect.
   template <class Denoiser>
   void step(const Tensor& x, Tensor& out, const step_info& info, Denoiser&& denoiser) {
     static_assert(detail::denoiser_form<Denoiser, Tensor>() != 0,
                   "easycache: the denoiser must be callable as void(const T& x, T& out[, const step_info&]) or "
                   "as R(const T& x[, const step_info&]) with R assignable to T.");
-    check_distinct(x, out, info);
-    check_output_before_writing(out);
+    ops::check_distinct(x, out, info);
+    ops::check_output_before_writing(out);
     const pending p = begin_step(x, info);
     // Whatever fails after begin_step (the denoiser, its output refused, a
     // pass), this step's pending cannot be finished by the caller: branch 0's
     // step has failed, and the other branches of that step and the next step
     // are computed (note_failure does nothing once the step has finished).
     try {
-      if (p.compute()) {
-        constexpr int form = detail::denoiser_form<Denoiser, Tensor>();
-        if constexpr (form == detail::form_out_info || form == detail::form_out) {
-          static_assert(detail::out_form_result_usable<Denoiser, Tensor>(),
-                        "easycache: a denoiser of the form (const T& x, T& out[, const step_info&]) returns void, "
-                        "or bool (false: the call failed)");
-          prepare_output(out, x);
-          if (!detail::invoke_denoiser<form>(denoiser, x, out, info))
-            throw denoiser_failed(detail::message("the denoiser returned false (failed) at step ", info.index,
-                                                  ", branch ", info.branch));
-        } else if constexpr (form == detail::form_return_info) {
-          assign_result(x, out, denoiser(x, info), info);
-        } else if constexpr (form == detail::form_return) {
-          assign_result(x, out, denoiser(x), info);
-        }
-      }
+      if (p.compute()) detail::call_denoiser<ops>(denoiser, x, out, info);
       finish_step(p, x, out);
     } catch (...) {
       note_failure(p);
@@ -223,13 +187,8 @@ class controller {
   /// Throws easycache::error for the same bad input as step().
   pending begin_step(const Tensor& x, const step_info& info) {
     check_live();
-    if (info.branch >= config_.branches)
-      throw error(detail::message("branch ", info.branch, " out of range: config.branches is ", config_.branches));
-    const std::size_t steps = sequencer_.schedule_of(info, config_.steps);
-    if (config_.predictor == skip_predictor::linear_in_timestep && !info.extra_evaluation &&
-        !std::isfinite(info.timestep))
-      throw error(detail::message("the linear_in_timestep predictor needs a finite step_info::timestep (got ",
-                                  info.timestep, " at step ", info.index, ", branch ", info.branch, ")"));
+    const std::size_t steps = sequencer_.schedule_of(info, config_.steps, config_.branches);
+    branch_cache::check_timestep(info, config_.predictor);
     if constexpr (detail::has_check<Tensor>::value) traits::check(x);
     pending p;
     p.info_ = info;
@@ -261,16 +220,16 @@ class controller {
     check_live();
     const step_info& info = p.info_;
     sequencer_.check_finishable(info, p.serial_, p.anchor_serial_, p.owner_ == this);
-    check_distinct(x, out, info);
+    ops::check_distinct(x, out, info);
     if constexpr (detail::has_check<Tensor>::value) traits::check(x);
-    check_output_before_writing(out);
+    ops::check_output_before_writing(out);
     if (traits::size(x) != p.size_)
       throw error(detail::message("finish_step got an input of ", traits::size(x), " elements for step ", info.index,
                                   ", branch ", info.branch, "; begin_step had ", p.size_));
     if (p.compute()) {
-      check_denoiser_output(out, info, p.size_);
+      ops::check_denoiser_output(out, info, p.size_, generation_buffer(info));
     } else {
-      prepare_output(out, x);
+      ops::prepare_output(out, x);
     }
     // More extra evaluations than one per branch and step (a sampler with
     // several a step) outgrow the reserved trace: grow it here, before
@@ -300,8 +259,8 @@ class controller {
   /// easycache::error, or if building the policy from it throws, nothing changes.
   void reset(const config& cfg) {
     check_live();
-    config next = validated(cfg);
-    configure_policy(next);
+    config next = ops::validated(cfg);
+    detail::configure_policy(policy_, next);
     config_ = next;
     reset();
   }
@@ -333,43 +292,6 @@ class controller {
 
  private:
   using branch_cache = detail::branch_cache<Tensor, traits>;
-
-  static config validated(const config& cfg) {
-    cfg.validate();
-    if (cfg.predictor == skip_predictor::linear_in_timestep && !detail::has_extrapolation<Tensor>::value)
-      throw error(detail::message("skip_predictor::linear_in_timestep needs tensor_traits::copy and "
-                                  "apply_delta_extrapolated, which this tensor type's traits do not provide"));
-    if (cfg.predictor == skip_predictor::last_output && !detail::has_output_reuse<Tensor>::value)
-      throw error(detail::message("skip_predictor::last_output needs tensor_traits::save_input and "
-                                  "apply_saved_output, which this tensor type's traits do not provide"));
-    if (detail::needs_scoped_statistics(cfg) && !detail::has_scoped_statistics<Tensor>::value)
-      throw error(detail::message(detail::scoped_statistics_need(cfg),
-                                  " needs tensor_traits::reduce_abs_diff_scoped and commit_scoped, which this tensor "
-                                  "type's traits do not provide (the host backends do)"));
-    return cfg;
-  }
-
-  static Policy make_policy(const config& cfg) {
-    if constexpr (std::is_constructible_v<Policy, const config&>) {
-      return Policy(cfg);
-    } else {
-      static_assert(std::is_default_constructible_v<Policy>,
-                    "easycache: this policy needs arguments: construct the controller with (config, policy)");
-      Policy policy{};
-      if constexpr (detail::has_configure<Policy>::value) policy.configure(cfg);
-      return policy;
-    }
-  }
-
-  // A new configuration reaches the policy through its configure(config) if it
-  // has one (keeping its own parameters), else by rebuilding it from the config.
-  void configure_policy(const config& cfg) {
-    if constexpr (detail::has_configure<Policy>::value) {
-      policy_.configure(cfg);
-    } else if constexpr (std::is_constructible_v<Policy, const config&>) {
-      policy_ = Policy(cfg);
-    }
-  }
 
   // ---- branch 0: plan → measure → decide (begin), apply (finish) ----
 
@@ -409,7 +331,8 @@ class controller {
                                                : verdict{action::compute, reason::degenerate_statistics};
     p.record_.predicted_error = chosen.predicted_error;
     p.record_.accumulated_error = chosen.accumulated_error;
-    if (chosen.action == action::skip && caches_[0].computes == 0) chosen = verdict{action::compute, reason::no_history};
+    if (chosen.action == action::skip && caches_[0].computes == 0)
+      chosen = verdict{action::compute, reason::no_history};
     p.verdict_ = chosen;
     p.retention_ = detail::retention_of(config_, ctx.progress, ctx.sigma);
   }
@@ -424,7 +347,8 @@ class controller {
     } else if (p.retention_ == detail::retention::everything) {
       guarded([&] {
         anchor.keep_previous_delta(x, config_.predictor);
-        commit_anchor(x, out);
+        ops::commit(workspace_, x, out, x_last_, anchor.delta, v_last_, measurement_.commit_measures_change(),
+                    config_, anchor.size);
       });
       measurement_.computed();
       anchor.computed(p.info_.index, p.info_.timestep);
@@ -495,18 +419,7 @@ class controller {
 
   // Everything a new generation needs; buffers are reused when the sizes match.
   void start_generation(const Tensor& x, std::size_t size, std::size_t first, std::size_t steps) {
-    const auto& s = config_.sampling;
-    if (s.height != 0 && size % (s.height * s.width) != 0)
-      throw error(detail::message("input of ", size, " elements is not a whole number of ", s.height, "x", s.width,
-                                  " planes (config.sampling.height x width)"));
-    const std::size_t conditions = config_.batched_conditions;
-    if (size % conditions != 0)
-      throw error(detail::message("input of ", size, " elements is not ", conditions,
-                                  " equal slices (config.batched_conditions)"));
-    if (s.height != 0 && (size / conditions) % (s.height * s.width) != 0)
-      throw error(detail::message("each of the ", conditions, " batched conditions of ", size / conditions,
-                                  " elements is not a whole number of ", s.height, "x", s.width,
-                                  " planes (config.sampling.height x width)"));
+    detail::anchor_measurement::check_shape(config_, size);
     // The previous generation ends here, its statistics and trace with it, so
     // that a failing allocation below leaves them empty and consistent.
     sequencer_.clear(config_.branches);
@@ -533,7 +446,8 @@ class controller {
   void check_same_generation(const Tensor& x, std::size_t size, const step_info& info) const {
     if (size != anchor_size_)
       throw error(detail::message("input size changed within a generation: ", size, " elements at step ", info.index,
-                                  ", ", anchor_size_, " before (call reset() to start a new generation with other sizes)"));
+                                  ", ", anchor_size_,
+                                  " before (call reset() to start a new generation with other sizes)"));
     if constexpr (detail::has_check_compatible<Tensor>::value) traits::check_compatible(x, x_last_);
   }
 
@@ -543,16 +457,7 @@ class controller {
   double measure_input_change(const Tensor& x, std::size_t size) {
     const buffer_type& reference =
         measurement_.reference(config_) == detail::input_reference::last_compute ? x_last_ : x_prev_;
-    if constexpr (detail::has_scoped_statistics<Tensor>::value) {
-      if (scoped_statistics()) {
-        traits::reduce_abs_diff_scoped(workspace_, statistic_slot::input_change, x, reference,
-                                       detail::scope_of(config_, size));
-      } else {
-        traits::reduce_abs_diff(workspace_, statistic_slot::input_change, x, reference, config_.sampling);
-      }
-    } else {
-      traits::reduce_abs_diff(workspace_, statistic_slot::input_change, x, reference, config_.sampling);
-    }
+    ops::reduce_input_change(workspace_, x, reference, config_, size);
     double sums[statistic_slot_count] = {};
     traits::read(workspace_, sums);
     double values[detail::reduced_value_count] = {};
@@ -561,77 +466,21 @@ class controller {
     return measurement_.take(config_, values);
   }
 
-  // The commit pass of a computed anchor step: its sums (for the next
-  // measurement), then x_last = x and Δ = v − x.
-  void commit_anchor(const Tensor& x, const Tensor& out) {
-    branch_cache& anchor = caches_[0];
-    const bool measure_change = measurement_.commit_measures_change();
-    if constexpr (detail::has_scoped_statistics<Tensor>::value) {
-      if (scoped_statistics()) {
-        traits::commit_scoped(workspace_, x, out, x_last_, anchor.delta, v_last_, measure_change,
-                              detail::scope_of(config_, anchor.size));
-        return;
-      }
-    }
-    traits::commit(workspace_, x, out, x_last_, anchor.delta, measure_change, config_.sampling);
-  }
-
   bool scoped_statistics() const noexcept { return detail::needs_scoped_statistics(config_); }
   bool reuses_output() const noexcept { return config_.predictor == skip_predictor::last_output; }
 
   // ---- checks and small helpers ----
 
-  // An output the controller cannot resize is written as it is: check it
-  // before the denoiser or a skip writes into it. (A resizable one may be
-  // empty here; it is checked once the denoiser has filled it.)
-  static void check_output_before_writing([[maybe_unused]] const Tensor& out) {
-    if constexpr (detail::has_check<Tensor>::value && !detail::has_resize_output<Tensor>::value) traits::check(out);
-  }
-
-  // The denoiser's output must have the input's size and fit the generation's
-  // buffers (element type, device).
-  void check_denoiser_output(const Tensor& out, const step_info& info, std::size_t size) const {
-    const std::size_t produced = traits::size(out);
-    if (produced != size)
-      throw error(detail::message("denoiser output has ", produced, " elements at step ", info.index, ", branch ",
-                                  info.branch, "; the input has ", size));
-    if constexpr (detail::has_check<Tensor>::value) traits::check(out);
-    if constexpr (detail::has_check_compatible<Tensor>::value) {
-      if (!info.extra_evaluation && sequencer_.active()) {
-        if (info.branch == 0) {
-          traits::check_compatible(out, x_last_);
-        } else if (caches_[info.branch].allocated) {
-          traits::check_compatible(out, caches_[info.branch].delta);
-        }
-      }
-    }
-  }
-
-  void check_distinct(const Tensor& x, const Tensor& out, const step_info& info) const {
-    bool aliased = &x == &out;
-    if constexpr (detail::has_same_storage<Tensor>::value) aliased = aliased || traits::same_storage(x, out);
-    if (aliased)
-      throw error(detail::message("out must not share memory with x (step ", info.index, ", branch ", info.branch,
-                                  "): the denoiser would overwrite the input the cache needs"));
+  // The buffer of the generation a denoiser's output for `info` must fit, if any.
+  const buffer_type* generation_buffer(const step_info& info) const noexcept {
+    if (info.extra_evaluation || !sequencer_.active()) return nullptr;
+    if (info.branch == 0) return &x_last_;
+    return caches_[info.branch].allocated ? &caches_[info.branch].delta : nullptr;
   }
 
   void check_live() const {
     if (!live_)
       throw error("easycache: this controller was moved from; assign a controller to it before using it again");
-  }
-
-  // A returned output is checked before it reaches `out`, so that a refused one
-  // (the denoiser returned its input, or a view of it) leaves `out` as it was.
-  template <class Result>
-  void assign_result(const Tensor& x, Tensor& out, Result&& result, const step_info& info) {
-    if constexpr (detail::has_same_storage<Tensor>::value &&
-                  std::is_same_v<std::remove_cv_t<std::remove_reference_t<Result>>, Tensor>) {
-      if (&result == &x || traits::same_storage(x, result))
-        throw error(detail::message("the denoiser returned its input, or a tensor sharing its memory (step ",
-                                    info.index, ", branch ", info.branch,
-                                    "): the cache needs the input unchanged; return a new tensor"));
-    }
-    out = std::forward<Result>(result);
   }
 
   // The denoiser threw: a loop that logs the failure and goes on evaluates the
@@ -650,15 +499,6 @@ class controller {
     if (std::isfinite(info.progress)) return info.progress;
     const std::size_t steps = info.steps ? info.steps : config_.steps;
     return static_cast<double>(info.index) / static_cast<double>(steps);
-  }
-
-  void prepare_output(Tensor& out, const Tensor& like) {
-    if constexpr (detail::has_resize_output<Tensor>::value) {
-      traits::resize_output(out, like);
-    } else {
-      if (traits::size(out) != traits::size(like))
-        throw error(detail::message("output has ", traits::size(out), " elements, input has ", traits::size(like)));
-    }
   }
 
   // A backend pass that fails half-way leaves buffers in an unknown state:

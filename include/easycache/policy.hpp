@@ -94,6 +94,32 @@ struct has_configure : std::false_type {};
 template <class P>
 struct has_configure<P, std::void_t<decltype(std::declval<P&>().configure(std::declval<const config&>()))>>
     : std::true_type {};
+
+/// A policy built from a configuration: by its constructor from one, else
+/// default-constructed and configure()d when it has configure(config).
+template <class Policy>
+Policy make_policy(const config& cfg) {
+  if constexpr (std::is_constructible_v<Policy, const config&>) {
+    return Policy(cfg);
+  } else {
+    static_assert(std::is_default_constructible_v<Policy>,
+                  "easycache: this policy needs arguments: construct the controller with (config, policy)");
+    Policy policy{};
+    if constexpr (has_configure<Policy>::value) policy.configure(cfg);
+    return policy;
+  }
+}
+
+/// A new configuration reaches a policy through its configure(config) if it
+/// has one (keeping its own parameters), else by rebuilding it from the config.
+template <class Policy>
+void configure_policy(Policy& policy, const config& cfg) {
+  if constexpr (has_configure<Policy>::value) {
+    policy.configure(cfg);
+  } else if constexpr (std::is_constructible_v<Policy, const config&>) {
+    policy = Policy(cfg);
+  }
+}
 }  // namespace detail
 
 /// The reference EasyCache rule (algorithm.md), including its window variant.
@@ -607,13 +633,7 @@ class any_policy {
   struct model final : concept_t {
     explicit model(Policy p) : policy(std::move(p)) {}
     std::unique_ptr<concept_t> clone() const override { return std::make_unique<model>(policy); }
-    void configure(const config& cfg) override {
-      if constexpr (detail::has_configure<Policy>::value) {
-        policy.configure(cfg);
-      } else if constexpr (std::is_constructible_v<Policy, const config&>) {
-        policy = Policy(cfg);
-      }
-    }
+    void configure(const config& cfg) override { detail::configure_policy(policy, cfg); }
     std::optional<verdict> plan(const step_context& ctx) const override { return policy.plan(ctx); }
     verdict decide(const step_context& ctx, const step_measurement& m) const override { return policy.decide(ctx, m); }
     void commit(const step_context& ctx, const verdict& v,

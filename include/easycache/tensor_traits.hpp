@@ -252,6 +252,24 @@ struct has_resize_output<
     T, std::void_t<decltype(tensor_traits<T>::resize_output(std::declval<T&>(), std::declval<const T&>()))>>
     : std::true_type {};
 
+// Stands in for tensor_traits<T> when T is unsupported, so that the one
+// static_assert in controller is the only diagnostic the user sees.
+template <class T>
+struct placeholder_traits {
+  using buffer_type = int;
+  using workspace_type = int;
+  static std::size_t size(const T&) { return 0; }
+  static void allocate(buffer_type&, const T&) {}
+  static void prepare(workspace_type&, const T&) {}
+  static void reduce_abs_diff(workspace_type&, statistic_slot, const T&, const buffer_type&,
+                              const statistics_sampling&) {}
+  static void apply_delta(const T&, const buffer_type&, T&, buffer_type*) {}
+  static void commit(workspace_type&, const T&, const T&, buffer_type&, buffer_type&, bool,
+                     const statistics_sampling&) {}
+  static void store_delta(const T&, const T&, buffer_type&) {}
+  static void read(workspace_type&, double (&)[statistic_slot_count]) {}
+};
+
 template <class T>
 inline constexpr bool dependent_false = false;
 

@@ -13,8 +13,10 @@
 #include <optional>
 
 #include "../config.hpp"
+#include "../error.hpp"
 #include "../decision.hpp"
 #include "../tensor_traits.hpp"
+#include "format.hpp"
 #include "peer_rules.hpp"
 
 namespace easycache::detail {
@@ -50,6 +52,23 @@ class anchor_measurement {
     output_norm_ = std::numeric_limits<double>::quiet_NaN();
   }
 
+  /// Throws easycache::error when an anchor input of `size` elements does not
+  /// divide into the sampling planes and batched conditions the statistics need.
+  static void check_shape(const config& cfg, std::size_t size) {
+    const statistics_sampling& s = cfg.sampling;
+    if (s.height != 0 && size % (s.height * s.width) != 0)
+      throw error(message("input of ", size, " elements is not a whole number of ", s.height, "x", s.width,
+                          " planes (config.sampling.height x width)"));
+    const std::size_t conditions = cfg.batched_conditions;
+    if (size % conditions != 0)
+      throw error(message("input of ", size, " elements is not ", conditions,
+                          " equal slices (config.batched_conditions)"));
+    if (s.height != 0 && (size / conditions) % (s.height * s.width) != 0)
+      throw error(message("each of the ", conditions, " batched conditions of ", size / conditions,
+                          " elements is not a whole number of ", s.height, "x", s.width,
+                          " planes (config.sampling.height x width)"));
+  }
+
   /// Computed steps of the anchor in this generation.
   std::size_t computes() const noexcept { return computes_; }
   /// dx, k and ‖v‖ can all be measured at this step.
@@ -67,7 +86,9 @@ class anchor_measurement {
   /// The commit pass measures the output and input change (a previous compute exists).
   bool commit_measures_change() const noexcept { return computes_ >= 1; }
   /// A skip keeps its input as the next step's reference (config::input_change = previous_step).
-  static bool skip_keeps_input(const config& cfg) noexcept { return cfg.input_change == input_change_reference::previous_step; }
+  static bool skip_keeps_input(const config& cfg) noexcept {
+    return cfg.input_change == input_change_reference::previous_step;
+  }
 
   /// The elements the sampled statistics visit in an anchor input of `size` elements.
   static std::size_t sampled_elements(const config& cfg, std::size_t size) noexcept {

@@ -4,7 +4,9 @@
 #include <type_traits>
 #include <utility>
 
+#include "../error.hpp"
 #include "../types.hpp"
+#include "format.hpp"
 
 namespace easycache::detail {
 
@@ -76,6 +78,27 @@ bool invoke_denoiser(F& denoiser, const T& x, T& out, const step_info& info) {
     out = denoiser(x);
   }
   return true;
+}
+
+/// Calls the denoiser for `x` into `out`, whatever its form: an (x, out) form
+/// once `out` is prepared (Ops::prepare_output), a returning form through
+/// Ops::assign_result. A false from an (x, out) form throws denoiser_failed.
+template <class Ops, class F, class T>
+void call_denoiser(F& denoiser, const T& x, T& out, const step_info& info) {
+  constexpr int form = denoiser_form<F, T>();
+  if constexpr (form == form_out_info || form == form_out) {
+    static_assert(out_form_result_usable<F, T>(),
+                  "easycache: a denoiser of the form (const T& x, T& out[, const step_info&]) returns void, "
+                  "or bool (false: the call failed)");
+    Ops::prepare_output(out, x);
+    if (!invoke_denoiser<form>(denoiser, x, out, info))
+      throw denoiser_failed(message("the denoiser returned false (failed) at step ", info.index, ", branch ",
+                                    info.branch));
+  } else if constexpr (form == form_return_info) {
+    Ops::assign_result(x, out, denoiser(x, info), info);
+  } else if constexpr (form == form_return) {
+    Ops::assign_result(x, out, denoiser(x), info);
+  }
 }
 
 template <class T>

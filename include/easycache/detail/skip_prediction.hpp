@@ -10,8 +10,10 @@
 #include <cstddef>
 
 #include "../config.hpp"
+#include "../error.hpp"
 #include "../tensor_traits.hpp"
 #include "../types.hpp"
+#include "format.hpp"
 #include "generation.hpp"
 
 namespace easycache::detail {
@@ -31,6 +33,13 @@ struct branch_cache {
   double timestep_prev = 0;
   std::size_t last_compute_step = no_step;  // the step its cached vector is from
   bool allocated = false;                   // sized for the current generation
+
+  /// Throws easycache::error when the predictor needs a timestep `info` lacks.
+  static void check_timestep(const step_info& info, skip_predictor predictor) {
+    if (predictor == skip_predictor::linear_in_timestep && !info.extra_evaluation && !std::isfinite(info.timestep))
+      throw error(message("the linear_in_timestep predictor needs a finite step_info::timestep (got ",
+                          info.timestep, " at step ", info.index, ", branch ", info.branch, ")"));
+  }
 
   /// A generation begins: nothing kept (buffers stay for reuse).
   void forget() noexcept {

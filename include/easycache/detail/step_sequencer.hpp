@@ -41,9 +41,12 @@ class step_sequencer {
   const generation_sequence& sequence() const noexcept { return sequence_; }
 
   /// The schedule length an evaluation belongs to, or easycache::error when
-  /// its step is beyond it. Other branches and extra evaluations are of
-  /// branch 0's schedule unless they say otherwise.
-  std::size_t schedule_of(const step_info& info, std::size_t configured_steps) const {
+  /// its branch is not one of `branches` or its step is beyond the schedule.
+  /// Other branches and extra evaluations are of branch 0's schedule unless
+  /// they say otherwise.
+  std::size_t schedule_of(const step_info& info, std::size_t configured_steps, std::size_t branches) const {
+    if (info.branch >= branches)
+      throw error(message("branch ", info.branch, " out of range: config.branches is ", branches));
     const bool own = info.steps != 0 || (info.branch == 0 && !info.extra_evaluation) || !active_;
     const std::size_t steps = own ? (info.steps ? info.steps : configured_steps) : sequence_.steps();
     if (info.index >= steps)
