@@ -4,6 +4,9 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <fstream>
+#include <sstream>
+#include <string>
 #include <limits>
 #include <optional>
 #include <vector>
@@ -226,4 +229,19 @@ TEST_CASE("a policy's commit receives the measurement its verdict was decided on
     }
   }
   CHECK(test::pattern(trace).find('S') != std::string::npos);  // some steps were decided, and skipped
+}
+
+TEST_CASE("the docs' table of the traits contract lists every required member", "[parts][contract]") {
+  std::ifstream page(EASYCACHE_DOCS_DIR "/custom-tensor.md");
+  REQUIRE(page);
+  std::stringstream text;
+  text << page.rdbuf();
+  const std::string doc = text.str();
+  std::size_t listed = 0;
+  for (const auto& member : easycache::detail::required_members) {
+    INFO(member.name << ": " << member.signature);
+    CHECK(doc.find(std::string("| `") + member.name + "(") != std::string::npos);
+    ++listed;
+  }
+  CHECK(listed == 8);  // size, allocate, prepare, reduce_abs_diff, apply_delta, commit, store_delta, read
 }

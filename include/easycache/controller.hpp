@@ -59,8 +59,8 @@ namespace easycache {
 template <class Tensor, class Policy = easycache_policy>
 class controller {
   static_assert(detail::is_policy<Policy>::value,
-                "easycache: Policy needs plan(ctx) const, decide(ctx, measurement) const, commit(ctx, verdict) and "
-                "reset() (see easycache/policy.hpp)");
+                "easycache: Policy needs plan(ctx) const, decide(ctx, measurement) const, commit(ctx, verdict) "
+                "(or commit(ctx, verdict, measured)) and reset() (see easycache/policy.hpp)");
   // One diagnostic per problem, each naming it (tensor_traits_check, easycache/tensor_traits.hpp).
   static_assert(sizeof(tensor_traits_check<Tensor>) != 0);
 

@@ -124,68 +124,63 @@ struct has_workspace_type : std::false_type {};
 template <class T>
 struct has_workspace_type<T, std::void_t<traits_workspace_t<T>>> : std::true_type {};
 
-template <class T, class = void>
-struct has_size : std::false_type {};
-template <class T>
-struct has_size<T, std::void_t<decltype(std::size_t{tensor_traits<T>::size(std::declval<const T&>())})>>
-    : std::true_type {};
+// The required members, once: name, the member types its signature needs
+// (none, buffer, workspace, both), its signature as the diagnostics and the
+// docs table (docs/custom-tensor.md, checked by a test) state it, and the call
+// that detects it. The detectors, the diagnostics, complete_traits, the
+// placeholder and required_members are all made from this list.
+#define EASYCACHE_DETAIL_REQUIRED_MEMBERS(X)                                                                        \
+  X(size, none, "static std::size_t size(const T&)",                                                               \
+    std::size_t{tensor_traits<T>::size(std::declval<const T&>())})                                                 \
+  X(allocate, buffer, "static void allocate(buffer_type&, const T& like)",                                         \
+    tensor_traits<T>::allocate(std::declval<traits_buffer_t<T>&>(), std::declval<const T&>()))                     \
+  X(prepare, workspace, "static void prepare(workspace_type&, const T& like)",                                     \
+    tensor_traits<T>::prepare(std::declval<traits_workspace_t<T>&>(), std::declval<const T&>()))                   \
+  X(reduce_abs_diff, both,                                                                                         \
+    "static void reduce_abs_diff(workspace_type&, statistic_slot, const T& x, const buffer_type& ref, "            \
+    "const statistics_sampling&)",                                                                                 \
+    tensor_traits<T>::reduce_abs_diff(std::declval<traits_workspace_t<T>&>(), statistic_slot::input_change,       \
+                                      std::declval<const T&>(), std::declval<const traits_buffer_t<T>&>(),         \
+                                      std::declval<const statistics_sampling&>()))                                 \
+  X(apply_delta, buffer,                                                                                           \
+    "static void apply_delta(const T& x, const buffer_type& delta, T& out, buffer_type* input_copy)",               \
+    tensor_traits<T>::apply_delta(std::declval<const T&>(), std::declval<const traits_buffer_t<T>&>(),             \
+                                  std::declval<T&>(), std::declval<traits_buffer_t<T>*>()))                        \
+  X(commit, both,                                                                                                  \
+    "static void commit(workspace_type&, const T& x, const T& v, buffer_type& x_last, buffer_type& delta, "        \
+    "bool measure_change, const statistics_sampling&)",                                                            \
+    tensor_traits<T>::commit(std::declval<traits_workspace_t<T>&>(), std::declval<const T&>(),                     \
+                             std::declval<const T&>(), std::declval<traits_buffer_t<T>&>(),                        \
+                             std::declval<traits_buffer_t<T>&>(), true, std::declval<const statistics_sampling&>())) \
+  X(store_delta, buffer, "static void store_delta(const T& x, const T& v, buffer_type& delta)",                    \
+    tensor_traits<T>::store_delta(std::declval<const T&>(), std::declval<const T&>(),                              \
+                                  std::declval<traits_buffer_t<T>&>()))                                            \
+  X(read, workspace, "static void read(workspace_type&, double (&sums)[statistic_slot_count])",                    \
+    tensor_traits<T>::read(std::declval<traits_workspace_t<T>&>(), std::declval<double (&)[statistic_slot_count]>()))
 
-template <class T, class = void>
-struct has_allocate : std::false_type {};
-template <class T>
-struct has_allocate<
-    T, std::void_t<decltype(tensor_traits<T>::allocate(std::declval<traits_buffer_t<T>&>(), std::declval<const T&>()))>>
-    : std::true_type {};
+#define EASYCACHE_DETAIL_DETECTOR(name, needs, signature, ...)                            \
+  template <class T, class = void>                                                         \
+  struct has_##name : std::false_type {};                                                  \
+  template <class T>                                                                       \
+  struct has_##name<T, std::void_t<decltype(__VA_ARGS__)>> : std::true_type {};
+EASYCACHE_DETAIL_REQUIRED_MEMBERS(EASYCACHE_DETAIL_DETECTOR)
+#undef EASYCACHE_DETAIL_DETECTOR
 
-template <class T, class = void>
-struct has_prepare : std::false_type {};
-template <class T>
-struct has_prepare<T, std::void_t<decltype(tensor_traits<T>::prepare(std::declval<traits_workspace_t<T>&>(),
-                                                                     std::declval<const T&>()))>> : std::true_type {};
-
-template <class T, class = void>
-struct has_reduce_abs_diff : std::false_type {};
-template <class T>
-struct has_reduce_abs_diff<
-    T, std::void_t<decltype(tensor_traits<T>::reduce_abs_diff(
-           std::declval<traits_workspace_t<T>&>(), statistic_slot::input_change, std::declval<const T&>(),
-           std::declval<const traits_buffer_t<T>&>(), std::declval<const statistics_sampling&>()))>> : std::true_type {
-};
-
-template <class T, class = void>
-struct has_apply_delta : std::false_type {};
-template <class T>
-struct has_apply_delta<T, std::void_t<decltype(tensor_traits<T>::apply_delta(
-                              std::declval<const T&>(), std::declval<const traits_buffer_t<T>&>(), std::declval<T&>(),
-                              std::declval<traits_buffer_t<T>*>()))>> : std::true_type {};
-
-template <class T, class = void>
-struct has_commit : std::false_type {};
-template <class T>
-struct has_commit<T, std::void_t<decltype(tensor_traits<T>::commit(
-                         std::declval<traits_workspace_t<T>&>(), std::declval<const T&>(), std::declval<const T&>(),
-                         std::declval<traits_buffer_t<T>&>(), std::declval<traits_buffer_t<T>&>(), true,
-                         std::declval<const statistics_sampling&>()))>> : std::true_type {};
-
-template <class T, class = void>
-struct has_store_delta : std::false_type {};
-template <class T>
-struct has_store_delta<T,
-                       std::void_t<decltype(tensor_traits<T>::store_delta(
-                           std::declval<const T&>(), std::declval<const T&>(), std::declval<traits_buffer_t<T>&>()))>>
-    : std::true_type {};
-
-template <class T, class = void>
-struct has_read : std::false_type {};
-template <class T>
-struct has_read<T, std::void_t<decltype(tensor_traits<T>::read(std::declval<traits_workspace_t<T>&>(),
-                                                               std::declval<double (&)[statistic_slot_count]>()))>>
-    : std::true_type {};
-
+#define EASYCACHE_DETAIL_DETECTED(name, needs, signature, ...) , has_##name<T>
 template <class T>
 struct complete_traits
-    : std::conjunction<has_buffer_type<T>, has_workspace_type<T>, has_size<T>, has_allocate<T>, has_prepare<T>,
-                       has_reduce_abs_diff<T>, has_apply_delta<T>, has_commit<T>, has_store_delta<T>, has_read<T>> {};
+    : std::conjunction<has_buffer_type<T>, has_workspace_type<T> EASYCACHE_DETAIL_REQUIRED_MEMBERS(
+          EASYCACHE_DETAIL_DETECTED)> {};
+#undef EASYCACHE_DETAIL_DETECTED
+
+/// A required member of the contract, as docs/custom-tensor.md lists it.
+struct required_member {
+  const char* name;
+  const char* signature;
+};
+#define EASYCACHE_DETAIL_LISTED(name, needs, signature, ...) required_member{#name, signature},
+inline constexpr required_member required_members[] = {EASYCACHE_DETAIL_REQUIRED_MEMBERS(EASYCACHE_DETAIL_LISTED)};
+#undef EASYCACHE_DETAIL_LISTED
 
 template <class T, class = void>
 struct has_check : std::false_type {};
@@ -253,22 +248,20 @@ struct has_resize_output<
     : std::true_type {};
 
 // Stands in for tensor_traits<T> when T is unsupported, so that the one
-// static_assert in controller is the only diagnostic the user sees.
+// static_assert in controller is the only diagnostic the user sees: every
+// required member, taking anything.
+#define EASYCACHE_DETAIL_PLACEHOLDER(name, needs, signature, ...) \
+  template <class... Args>                                        \
+  static std::size_t name(Args&&...) noexcept {                   \
+    return 0;                                                     \
+  }
 template <class T>
 struct placeholder_traits {
   using buffer_type = int;
   using workspace_type = int;
-  static std::size_t size(const T&) { return 0; }
-  static void allocate(buffer_type&, const T&) {}
-  static void prepare(workspace_type&, const T&) {}
-  static void reduce_abs_diff(workspace_type&, statistic_slot, const T&, const buffer_type&,
-                              const statistics_sampling&) {}
-  static void apply_delta(const T&, const buffer_type&, T&, buffer_type*) {}
-  static void commit(workspace_type&, const T&, const T&, buffer_type&, buffer_type&, bool,
-                     const statistics_sampling&) {}
-  static void store_delta(const T&, const T&, buffer_type&) {}
-  static void read(workspace_type&, double (&)[statistic_slot_count]) {}
+  EASYCACHE_DETAIL_REQUIRED_MEMBERS(EASYCACHE_DETAIL_PLACEHOLDER)
 };
+#undef EASYCACHE_DETAIL_PLACEHOLDER
 
 template <class T>
 inline constexpr bool dependent_false = false;
@@ -302,73 +295,40 @@ struct requires_workspace_type {
                 "easycache: easycache::tensor_traits<YourTensor> is specialized but lacks a required member: "
                 "using workspace_type = ...; (scratch for the per-step sums)");
 };
-template <bool Present>
-struct requires_size {
-  static_assert(Present,
-                "easycache: easycache::tensor_traits<YourTensor> is specialized but lacks a required member: "
-                "static std::size_t size(const T&)");
-};
-template <bool Present>
-struct requires_allocate {
-  static_assert(Present,
-                "easycache: easycache::tensor_traits<YourTensor> is specialized but lacks a required member: "
-                "static void allocate(buffer_type&, const T& like)");
-};
-template <bool Present>
-struct requires_prepare {
-  static_assert(Present,
-                "easycache: easycache::tensor_traits<YourTensor> is specialized but lacks a required member: "
-                "static void prepare(workspace_type&, const T& like)");
-};
-template <bool Present>
-struct requires_reduce_abs_diff {
-  static_assert(Present,
-                "easycache: easycache::tensor_traits<YourTensor> is specialized but lacks a required member: "
-                "static void reduce_abs_diff(workspace_type&, statistic_slot, const T& x, const buffer_type& ref, "
-                "const statistics_sampling&)");
-};
-template <bool Present>
-struct requires_apply_delta {
-  static_assert(Present,
-                "easycache: easycache::tensor_traits<YourTensor> is specialized but lacks a required member: "
-                "static void apply_delta(const T& x, const buffer_type& delta, T& out, buffer_type* input_copy)");
-};
-template <bool Present>
-struct requires_commit {
-  static_assert(Present,
-                "easycache: easycache::tensor_traits<YourTensor> is specialized but lacks a required member: "
-                "static void commit(workspace_type&, const T& x, const T& v, buffer_type& x_last, buffer_type& delta, "
-                "bool measure_change, const statistics_sampling&)");
-};
-template <bool Present>
-struct requires_store_delta {
-  static_assert(Present,
-                "easycache: easycache::tensor_traits<YourTensor> is specialized but lacks a required member: "
-                "static void store_delta(const T& x, const T& v, buffer_type& delta)");
-};
-template <bool Present>
-struct requires_read {
-  static_assert(Present,
-                "easycache: easycache::tensor_traits<YourTensor> is specialized but lacks a required member: "
-                "static void read(workspace_type&, double (&sums)[statistic_slot_count])");
-};
+#define EASYCACHE_DETAIL_DIAGNOSTIC(name, needs, signature, ...)                                               \
+  template <bool Present>                                                                                      \
+  struct requires_##name {                                                                                     \
+    static_assert(Present,                                                                                     \
+                  "easycache: easycache::tensor_traits<YourTensor> is specialized but lacks a required member: " \
+                  signature " (missing, or declared so that this call does not compile)");                       \
+  };
+EASYCACHE_DETAIL_REQUIRED_MEMBERS(EASYCACHE_DETAIL_DIAGNOSTIC)
+#undef EASYCACHE_DETAIL_DIAGNOSTIC
 
-// A member whose signature needs a missing buffer_type or workspace_type is not
-// checked, so that one omission gives one message.
-template <class T, bool Specialized = has_traits<T>::value,
-          bool BothTypes = (has_buffer_type<T>::value && has_workspace_type<T>::value)>
+// Whether a member's diagnostic applies: one whose signature needs a missing
+// buffer_type or workspace_type is left to that type's message.
+enum class member_needs { none, buffer, workspace, both };
+template <class T>
+constexpr bool can_check(member_needs needs) {
+  const bool buffer = has_buffer_type<T>::value, workspace = has_workspace_type<T>::value;
+  switch (needs) {
+    case member_needs::none: return true;
+    case member_needs::buffer: return buffer;
+    case member_needs::workspace: return workspace;
+    case member_needs::both: return buffer && workspace;
+  }
+  return true;
+}
+
+#define EASYCACHE_DETAIL_DIAGNOSED(name, needs, signature, ...) \
+  , requires_##name<!can_check<T>(member_needs::needs) || has_##name<T>::value>
+template <class T, bool Specialized = has_traits<T>::value>
 struct traits_diagnostics : requires_buffer_type<has_buffer_type<T>::value>,
-                            requires_workspace_type<has_workspace_type<T>::value>,
-                            requires_size<has_size<T>::value>,
-                            requires_allocate<!has_buffer_type<T>::value || has_allocate<T>::value>,
-                            requires_prepare<!has_workspace_type<T>::value || has_prepare<T>::value>,
-                            requires_reduce_abs_diff<!BothTypes || has_reduce_abs_diff<T>::value>,
-                            requires_apply_delta<!has_buffer_type<T>::value || has_apply_delta<T>::value>,
-                            requires_commit<!BothTypes || has_commit<T>::value>,
-                            requires_store_delta<!has_buffer_type<T>::value || has_store_delta<T>::value>,
-                            requires_read<!has_workspace_type<T>::value || has_read<T>::value> {};
-template <class T, bool BothTypes>
-struct traits_diagnostics<T, false, BothTypes> : missing_traits_diagnostic<T> {};
+                            requires_workspace_type<has_workspace_type<T>::value> EASYCACHE_DETAIL_REQUIRED_MEMBERS(
+                                EASYCACHE_DETAIL_DIAGNOSED) {};
+#undef EASYCACHE_DETAIL_DIAGNOSED
+template <class T>
+struct traits_diagnostics<T, false> : missing_traits_diagnostic<T> {};
 
 }  // namespace detail
 
@@ -411,3 +371,5 @@ inline std::size_t sampled_count(std::size_t size, const statistics_sampling& sa
 }
 
 }  // namespace easycache
+
+#undef EASYCACHE_DETAIL_REQUIRED_MEMBERS

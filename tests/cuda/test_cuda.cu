@@ -12,6 +12,7 @@
 
 #include <easycache/cuda.cuh>
 #include <easycache/easycache.hpp>
+#include <easycache/view_traits.hpp>
 
 #include "../backend_comparison.hpp"
 
@@ -22,6 +23,30 @@ using easycache::cuda_tensor;
 static_assert(easycache::is_tensor_v<cuda_tensor>);
 static_assert(easycache::is_resizable_tensor_v<cuda_tensor>);
 static_assert(easycache::detail::has_extrapolation<cuda_tensor>::value, "the linear predictor works on cuda_tensor");
+
+// [cuda-view-route]
+namespace my_gpu {
+struct tensor {  // an engine's own device tensor
+  float* ptr;
+  std::size_t numel;
+  cudaStream_t stream;
+};
+}  // namespace my_gpu
+
+template <>
+struct easycache::tensor_traits<my_gpu::tensor> : easycache::view_traits<my_gpu::tensor, easycache::cuda_tensor> {
+  static easycache::cuda_tensor view(const my_gpu::tensor& t) { return easycache::cuda_view(t.ptr, t.numel, t.stream); }
+};
+// [cuda-view-route]
+
+static_assert(easycache::is_tensor_v<my_gpu::tensor>, "one function makes a device tensor type usable");
+static_assert(easycache::detail::has_check<my_gpu::tensor>::value &&
+                  easycache::detail::has_same_storage<my_gpu::tensor>::value &&
+                  easycache::detail::has_check_compatible<my_gpu::tensor>::value,
+              "with cuda_tensor's checks");
+static_assert(easycache::detail::has_extrapolation<my_gpu::tensor>::value &&
+                  easycache::detail::has_output_reuse<my_gpu::tensor>::value,
+              "and its predictors' fused kernels");
 
 namespace {
 
@@ -204,6 +229,34 @@ TEST_CASE("large tensors: every block's partial sum is counted, and runs repeat 
            (std::isnan(first.trace[i].input_change) && std::isnan(second.trace[i].input_change))));
     CHECK((first.trace[i].accumulated_error == second.trace[i].accumulated_error ||
            std::isnan(first.trace[i].accumulated_error)));
+  }
+}
+
+// The same device memory seen as the user's type.
+struct viewed_backend {
+  cuda_backend device;
+  my_gpu::tensor make(const std::vector<double>& v) {
+    const cuda_tensor t = device.make(v);
+    return {static_cast<float*>(t.data), t.size, t.stream};
+  }
+  std::vector<double> values(const my_gpu::tensor& t) const {
+    return device.values(easycache::cuda_view(t.ptr, t.numel, t.stream));
+  }
+  void write(const std::vector<double>& v, my_gpu::tensor& out) const {
+    cuda_tensor view = easycache::cuda_view(out.ptr, out.numel, out.stream);
+    device.write(v, view);
+  }
+};
+
+TEST_CASE("a device tensor type viewed as cuda_tensor takes cuda_tensor's decisions and outputs",
+          "[cuda][gpu][view_traits]") {
+  for (const easycache::config& cfg : script::configurations(0.3)) {
+    if (easycache::detail::needs_scoped_statistics(cfg)) continue;
+    INFO(script::describe(cfg));
+    const script::result reference = run_cuda(cuda_dtype::float32, cfg);
+    stream_holder s;
+    viewed_backend backend{cuda_backend{cuda_dtype::float32, s.stream, {}}};
+    script::compare(script::run<my_gpu::tensor>(backend, cfg, script::size), reference, cfg.branches, 0.0);
   }
 }
 
