@@ -24,7 +24,7 @@
 #include <easycache/detail/host_kernels.hpp>
 #include <easycache/detail/simd.hpp>
 #include <easycache/easycache.hpp>
-#include <easycache/host_buffer.hpp>
+#include <easycache/backends/host_buffer.hpp>
 
 #include <cmath>
 #include <cstdio>

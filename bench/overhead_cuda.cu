@@ -13,7 +13,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <easycache/cuda.cuh>
+#include <easycache/backends/cuda.cuh>
 #include <easycache/easycache.hpp>
 
 #include <algorithm>

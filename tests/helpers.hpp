@@ -7,7 +7,7 @@
 
 #include <Eigen/Core>
 #include <easycache/easycache.hpp>
-#include <easycache/eigen.hpp>
+#include <easycache/backends/eigen.hpp>
 
 namespace test {
 

@@ -7,10 +7,10 @@
 #include <new>
 #include <vector>
 
-#include <easycache/batch.hpp>
+#include <easycache/extras/batch.hpp>
 #include <easycache/easycache.hpp>
-#include <easycache/eigen.hpp>
-#include <easycache/host_buffer.hpp>
+#include <easycache/backends/eigen.hpp>
+#include <easycache/backends/host_buffer.hpp>
 
 namespace {
 std::atomic<bool> counting{false};

@@ -8,8 +8,8 @@
 #include <vector>
 
 #include <easycache/easycache.hpp>
-#include <easycache/eigen.hpp>
-#include <easycache/host_buffer.hpp>
+#include <easycache/backends/eigen.hpp>
+#include <easycache/backends/host_buffer.hpp>
 
 #include "helpers.hpp"
 

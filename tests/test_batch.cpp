@@ -4,8 +4,8 @@
 #include <cmath>
 #include <vector>
 
-#include <easycache/batch.hpp>
-#include <easycache/host_buffer.hpp>
+#include <easycache/extras/batch.hpp>
+#include <easycache/backends/host_buffer.hpp>
 
 #include "helpers.hpp"
 

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include <easycache/host_buffer.hpp>
+#include <easycache/backends/host_buffer.hpp>
 
 #include "helpers.hpp"
 

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include <easycache/easycache.hpp>
-#include <easycache/host_buffer.hpp>
+#include <easycache/backends/host_buffer.hpp>
 
 #include "helpers.hpp"
 

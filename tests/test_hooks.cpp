@@ -8,7 +8,7 @@
 #include <vector>
 
 #include <easycache/hooks.hpp>
-#include <easycache/host_buffer.hpp>
+#include <easycache/backends/host_buffer.hpp>
 
 #include "helpers.hpp"
 

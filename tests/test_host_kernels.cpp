@@ -13,7 +13,7 @@
 #include <vector>
 
 #include <easycache/detail/host_kernels.hpp>
-#include <easycache/host_buffer.hpp>
+#include <easycache/backends/host_buffer.hpp>
 
 #include "helpers.hpp"
 

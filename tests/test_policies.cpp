@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include <easycache/replay.hpp>
+#include <easycache/extras/replay.hpp>
 
 #include "helpers.hpp"
 

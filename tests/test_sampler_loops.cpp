@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include <easycache/host_buffer.hpp>
+#include <easycache/backends/host_buffer.hpp>
 
 #include "helpers.hpp"
 #include "spec_oracle.hpp"

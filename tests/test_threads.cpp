@@ -19,8 +19,8 @@
 
 #include <Eigen/Core>
 #include <easycache/easycache.hpp>
-#include <easycache/eigen.hpp>
-#include <easycache/host_buffer.hpp>
+#include <easycache/backends/eigen.hpp>
+#include <easycache/backends/host_buffer.hpp>
 
 #include "helpers.hpp"
 

@@ -7,7 +7,7 @@
 #include <stdexcept>
 #include <vector>
 
-#include <easycache/host_buffer.hpp>
+#include <easycache/backends/host_buffer.hpp>
 
 #include "helpers.hpp"
 

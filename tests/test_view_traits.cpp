@@ -11,7 +11,7 @@
 #include <vector>
 
 #include <easycache/easycache.hpp>
-#include <easycache/host_buffer.hpp>
+#include <easycache/backends/host_buffer.hpp>
 #include <easycache/view_traits.hpp>
 
 #include "helpers.hpp"

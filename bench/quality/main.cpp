@@ -29,10 +29,10 @@
 #include <string>
 #include <vector>
 
-#include <easycache/batch.hpp>
+#include <easycache/extras/batch.hpp>
 #include <easycache/easycache.hpp>
-#include <easycache/eigen.hpp>
-#include <easycache/host_buffer.hpp>
+#include <easycache/backends/eigen.hpp>
+#include <easycache/backends/host_buffer.hpp>
 
 #include "../../examples/dit/dit.hpp"
 #include "../../examples/dit/metrics.hpp"

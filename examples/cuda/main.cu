@@ -2,7 +2,7 @@
 // denoiser is two small kernels (the exact velocity for a Gaussian mixture of
 // smooth prototype images), all on one stream. It samples once without the
 // cache and once with it, and compares. Needs an NVIDIA GPU (exits 77 without).
-#include <easycache/cuda.cuh>       // easycache
+#include <easycache/backends/cuda.cuh>       // easycache
 #include <easycache/easycache.hpp>  // easycache
 
 #include <cmath>

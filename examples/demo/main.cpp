@@ -18,7 +18,7 @@
 #include <vector>
 
 #include <easycache/easycache.hpp>
-#include <easycache/eigen.hpp>
+#include <easycache/backends/eigen.hpp>
 
 #include "../dit/dit.hpp"
 #include "../dit/metrics.hpp"

@@ -10,7 +10,7 @@
 // network. Two generations run back to back through one adapter, each
 // checked against the same generation without the cache.
 #include <easycache/easycache.hpp>
-#include <easycache/host_buffer.hpp>
+#include <easycache/backends/host_buffer.hpp>
 
 #include <cmath>
 #include <cstdint>

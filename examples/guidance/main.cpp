@@ -2,7 +2,7 @@
 // call per step (as in Wan2.1). Branch 0 decides for both; each branch keeps
 // its own cached transformation vector.
 #include <easycache/easycache.hpp>
-#include <easycache/eigen.hpp>
+#include <easycache/backends/eigen.hpp>
 
 #include <cstdio>
 #include <random>

@@ -3,7 +3,7 @@
 // predicted point, is marked step_info::extra_evaluation: always computed,
 // counted in the stats, never touching the cached state.
 #include <easycache/easycache.hpp>
-#include <easycache/eigen.hpp>
+#include <easycache/backends/eigen.hpp>
 
 #include <cstdio>
 #include <random>

@@ -3,7 +3,7 @@
 //   easycache_libtorch [--device cpu|cuda] [--steps N]
 // It samples once without the cache and once with it, and compares.
 #include <easycache/easycache.hpp>  // easycache
-#include <easycache/torch.hpp>      // easycache
+#include <easycache/backends/torch.hpp>      // easycache
 
 #include <cmath>
 #include <cstdio>

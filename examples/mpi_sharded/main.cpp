@@ -5,8 +5,8 @@
 //
 //   mpirun -np 2 build/examples/mpi_sharded
 #include <easycache/easycache.hpp>
-#include <easycache/host_buffer.hpp>
-#include <easycache/mpi.hpp>
+#include <easycache/backends/host_buffer.hpp>
+#include <easycache/extras/mpi.hpp>
 
 #include <cmath>
 #include <cstdio>

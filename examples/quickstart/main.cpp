@@ -1,7 +1,7 @@
 // easycache quickstart: a flow-matching Euler sampler, first without the cache,
 // then with it. The lines marked "easycache" are all it takes.
 #include <easycache/easycache.hpp>  // easycache
-#include <easycache/eigen.hpp>      // easycache
+#include <easycache/backends/eigen.hpp>      // easycache
 
 #include <cstdio>
 #include <random>

@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "error.hpp"
+#include "sampling.hpp"
 #include "detail/format.hpp"
 #include "detail/float32.hpp"
 
@@ -165,18 +166,6 @@ enum class decision_arithmetic {
   float32_sequential,
 };
 
-/// Which elements the statistics (the norms) are computed over.
-///
-/// stride 1 uses every element (the reference). With stride s > 1 and a layout of
-/// [..., height, width] (row-major, width innermost), only elements whose row and
-/// column are multiples of s take part, like ComfyUI's 8× spatial subsampling.
-/// With height and width left 0 the tensor is seen as one long row: every s-th
-/// element. The cached vectors themselves are always kept whole.
-struct statistics_sampling {
-  std::size_t stride = 1;
-  std::size_t height = 0;
-  std::size_t width = 0;
-};
 
 /// Configuration of a controller. Validated by `validate()` whenever a controller
 /// takes it; defaults are the reference's Wan2.1 settings for one branch.

@@ -1,9 +1,10 @@
 // easycache: runtime-adaptive caching for diffusion denoisers (EasyCache,
 // arXiv 2507.02860), header-only. This header brings the controller, the
 // configuration, the policies, the trace and the keyed hooks adapter; add the
-// header of a backend for your tensor type (easycache/eigen.hpp,
-// easycache/host_buffer.hpp, easycache/cuda.cuh, easycache/torch.hpp) or
-// specialize easycache::tensor_traits.
+// header of a backend for your tensor type (easycache/backends/eigen.hpp,
+// host_buffer.hpp, cuda.cuh, torch.hpp), or specialize easycache::tensor_traits
+// (easycache/view_traits.hpp: one view() to a supported tensor). Opt-in extras:
+// easycache/extras/batch.hpp, replay.hpp, mpi.hpp.
 // SPDX-License-Identifier: MIT
 #pragma once
 
@@ -19,4 +20,5 @@
 #include "policy.hpp"
 #include "tensor_traits.hpp"
 #include "trace.hpp"
+#include "view_traits.hpp"
 #include "types.hpp"

@@ -10,41 +10,13 @@
 #include <type_traits>
 #include <utility>
 
-#include "config.hpp"
+#include "sampling.hpp"
 #include "detail/macros.hpp"
 
 namespace easycache {
 
 template <class Scalar>
-struct host_buffer;  // easycache/host_buffer.hpp; named here by the diagnostics only
-
-/// Slots of the per-step sums a backend accumulates. Each slot holds a *sum* of
-/// absolute values over the sampled elements; the controller divides by the
-/// element count (so that partial sums can be combined across ranks).
-enum class statistic_slot : std::size_t {
-  input_change = 0,                ///< Σ|x_t − reference input| (dx)
-  output_change = 1,               ///< Σ|v_t − v_at_last_compute| (k's numerator)
-  input_change_since_compute = 2,  ///< Σ|x_t − x_at_last_compute| (k's denominator)
-  output_norm = 3,                 ///< Σ|v_t|
-};
-inline constexpr std::size_t statistic_slot_count = 4;
-
-/// The statistics the peer variants ask for (config::batched_conditions,
-/// output_norm, arithmetic), for the optional reduce_abs_diff_scoped and
-/// commit_scoped members: the `sampling` pattern over the first `extent`
-/// elements only (the anchor's slice of a batched call), the output norm over
-/// every element or those, and the order of summation.
-struct statistics_scope {
-  statistics_sampling sampling;
-  /// Elements [0, extent) are sampled from (a whole number of sampling planes).
-  std::size_t extent = 0;
-  /// Σ|v| over every element of the tensor, not over the sampled ones.
-  bool norm_every_element = false;
-  /// Each sum one accumulator of the element type, in element order
-  /// (stable-diffusion.cpp's float sums); otherwise each term in double, in
-  /// element order.
-  bool sequential = false;
-};
+struct host_buffer;  // easycache/backends/host_buffer.hpp; named here by the diagnostics only
 
 /// The customization point. Not specialized: the type is not a tensor for easycache.
 ///
@@ -273,14 +245,14 @@ template <class T>
 struct missing_traits_diagnostic {
   static_assert(dependent_false<T>,
                 "easycache: no easycache::tensor_traits for this tensor type. Include the backend header for it "
-                "(easycache/eigen.hpp, easycache/host_buffer.hpp, easycache/cuda.cuh, easycache/torch.hpp) or "
+                "(easycache/backends/eigen.hpp, easycache/backends/host_buffer.hpp, easycache/backends/cuda.cuh, easycache/backends/torch.hpp) or "
                 "specialize easycache::tensor_traits<YourTensor> (see docs/custom-tensor.md).");
 };
 template <class Scalar>
 struct missing_traits_diagnostic<host_buffer<Scalar>> {
   static_assert(dependent_false<Scalar>,
                 "easycache: no easycache::tensor_traits for this host_buffer<Scalar>: host buffers hold float or "
-                "double elements (include easycache/host_buffer.hpp for those)");
+                "double elements (include easycache/backends/host_buffer.hpp for those)");
 };
 
 template <bool Present>
@@ -357,18 +329,6 @@ struct tensor_traits_check : detail::traits_diagnostics<std::remove_cv_t<T>> {};
 template <class T>
 concept tensor = is_tensor_v<T>;
 #endif
-
-/// Number of elements the statistics visit for a tensor of `size` elements.
-inline std::size_t sampled_count(std::size_t size, const statistics_sampling& sampling) noexcept {
-  const std::size_t s = sampling.stride;
-  if (s <= 1) return size;
-  // ⌈n / s⌉ without n + s − 1, which wraps for strides near SIZE_MAX.
-  auto ceil_div = [s](std::size_t n) { return n / s + (n % s != 0); };
-  if (sampling.height == 0) return ceil_div(size);
-  const std::size_t plane = sampling.height * sampling.width;
-  const std::size_t planes = plane ? size / plane : 0;
-  return planes * ceil_div(sampling.height) * ceil_div(sampling.width);
-}
 
 }  // namespace easycache
 

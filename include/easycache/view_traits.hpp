@@ -38,7 +38,7 @@ struct view_traits {
  private:
   using base = tensor_traits<View>;
   static_assert(is_tensor_v<View>, "easycache: view_traits<T, View>: View must be a supported tensor type "
-                                   "(include its backend header: easycache/cuda.cuh, easycache/host_buffer.hpp)");
+                                   "(include its backend header: easycache/backends/cuda.cuh, easycache/backends/host_buffer.hpp)");
   // Derived (the specialization deriving from this) is complete when a member is used.
   static View as_view(const T& t) { return Derived::view(t); }
 

@@ -1,6 +1,6 @@
 // Must not compile: the denoiser takes an int.
 #include <easycache/easycache.hpp>
-#include <easycache/eigen.hpp>
+#include <easycache/backends/eigen.hpp>
 
 int main() {
   easycache::controller<Eigen::VectorXf> cache;

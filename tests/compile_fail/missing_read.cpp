@@ -1,7 +1,7 @@
 // Must not compile: read() fills float sums instead of double ones (and hides
 // the base's read), so the required read is missing; the one diagnostic names it.
 #include <easycache/easycache.hpp>
-#include <easycache/host_buffer.hpp>
+#include <easycache/backends/host_buffer.hpp>
 
 struct wrong_read {
   float* data;

@@ -1,6 +1,6 @@
 // The core target alone: host buffers need no third-party library.
 #include <easycache/easycache.hpp>
-#include <easycache/host_buffer.hpp>
+#include <easycache/backends/host_buffer.hpp>
 
 #include <cstdio>
 #include <vector>

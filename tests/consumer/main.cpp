@@ -1,5 +1,5 @@
 #include <easycache/easycache.hpp>
-#include <easycache/eigen.hpp>
+#include <easycache/backends/eigen.hpp>
 
 #include <iostream>
 

@@ -10,7 +10,7 @@
 #include <memory>
 #include <vector>
 
-#include <easycache/cuda.cuh>
+#include <easycache/backends/cuda.cuh>
 #include <easycache/easycache.hpp>
 #include <easycache/view_traits.hpp>
 

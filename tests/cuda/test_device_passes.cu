@@ -10,7 +10,7 @@
 #include <limits>
 #include <vector>
 
-#include <easycache/cuda.cuh>
+#include <easycache/backends/cuda.cuh>
 #include <easycache/detail/host_kernels.hpp>
 
 namespace device = easycache::detail::device;

@@ -93,10 +93,10 @@
 #include <type_traits>
 #include <vector>
 
-#include <easycache/batch.hpp>
+#include <easycache/extras/batch.hpp>
 #include <easycache/easycache.hpp>
-#include <easycache/host_buffer.hpp>
-#include <easycache/replay.hpp>
+#include <easycache/backends/host_buffer.hpp>
+#include <easycache/extras/replay.hpp>
 
 #include "fuzz_check.hpp"
 #include "fuzz_input.hpp"

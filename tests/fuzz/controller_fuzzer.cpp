@@ -59,8 +59,8 @@
 
 #include <Eigen/Core>
 #include <easycache/easycache.hpp>
-#include <easycache/eigen.hpp>
-#include <easycache/host_buffer.hpp>
+#include <easycache/backends/eigen.hpp>
+#include <easycache/backends/host_buffer.hpp>
 
 #include "fuzz_check.hpp"
 #include "fuzz_input.hpp"

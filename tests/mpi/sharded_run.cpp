@@ -4,8 +4,8 @@
 // trajectory, and its outputs must match the corresponding slice up to
 // summation order. Every rank also runs the single-process reference locally.
 #include <easycache/easycache.hpp>
-#include <easycache/host_buffer.hpp>
-#include <easycache/mpi.hpp>
+#include <easycache/backends/host_buffer.hpp>
+#include <easycache/extras/mpi.hpp>
 
 #include <algorithm>
 #include <cmath>

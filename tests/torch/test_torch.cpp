@@ -23,7 +23,7 @@
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <c10/util/Optional.h>
 #include <easycache/easycache.hpp>
-#include <easycache/torch.hpp>
+#include <easycache/backends/torch.hpp>
 
 #include "../backend_comparison.hpp"
 

@@ -1,14 +1,14 @@
 // easycache: runtime-adaptive caching for diffusion denoisers.
 // SPDX-License-Identifier: MIT
 //
-// The CUDA backend's kernels and device memory: included by easycache/cuda.cuh
+// The CUDA backend's kernels and device memory: included by easycache/backends/cuda.cuh
 // after its public types (cuda_dtype, cuda_error, cuda_tensor), which they use;
 // include that header, not this one. The per-thread work of each kernel is in
 // device_passes.hpp (__host__ __device__, tested on the host).
 #pragma once
 
 #if !defined(EASYCACHE_CUDA_PUBLIC_TYPES)
-#error "easycache/detail/cuda_kernels.cuh is part of easycache/cuda.cuh: include that"
+#error "easycache/detail/cuda_kernels.cuh is part of easycache/backends/cuda.cuh: include that"
 #endif
 
 namespace easycache {

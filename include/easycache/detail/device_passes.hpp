@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 //
-// The per-thread work of the CUDA backend's kernels (easycache/cuda.cuh), as
+// The per-thread work of the CUDA backend's kernels (easycache/backends/cuda.cuh), as
 // __host__ __device__ functions: a kernel calls them with its global thread
 // index and the grid's thread count; a host test calls them for every thread of
 // the same grid and compares the result with the host kernels. Element types
@@ -11,7 +11,7 @@
 #include <cmath>
 #include <cstddef>
 
-#include "../config.hpp"
+#include "../sampling.hpp"
 
 #if defined(__CUDACC__)
 #define EASYCACHE_HOST_DEVICE __host__ __device__

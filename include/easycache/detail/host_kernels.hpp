@@ -10,7 +10,7 @@
 #include <cstring>
 #include <type_traits>
 
-#include "../config.hpp"
+#include "../sampling.hpp"
 #include "simd.hpp"
 
 namespace easycache::detail::host {

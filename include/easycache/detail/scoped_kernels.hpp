@@ -13,7 +13,7 @@
 #include <limits>
 #include <type_traits>
 
-#include "../tensor_traits.hpp"
+#include "../sampling.hpp"
 #include "host_kernels.hpp"
 
 namespace easycache::detail::scoped {

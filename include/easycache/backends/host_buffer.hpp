@@ -11,11 +11,11 @@
 #include <memory>
 #include <type_traits>
 
-#include "error.hpp"
-#include "tensor_traits.hpp"
-#include "detail/format.hpp"
-#include "detail/host_kernels.hpp"
-#include "detail/scoped_kernels.hpp"
+#include "../error.hpp"
+#include "../tensor_traits.hpp"
+#include "../detail/format.hpp"
+#include "../detail/host_kernels.hpp"
+#include "../detail/scoped_kernels.hpp"
 
 namespace easycache {
 

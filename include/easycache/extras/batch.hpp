@@ -12,9 +12,9 @@
 #include <utility>
 #include <vector>
 
-#include "controller.hpp"
-#include "error.hpp"
-#include "detail/format.hpp"
+#include "../controller.hpp"
+#include "../error.hpp"
+#include "../detail/format.hpp"
 
 namespace easycache {
 

@@ -26,7 +26,7 @@
 #pragma once
 
 #if !defined(__CUDACC__)
-#error "easycache/cuda.cuh is for CUDA translation units (.cu files compiled by nvcc); C++ code uses easycache.hpp"
+#error "easycache/backends/cuda.cuh is for CUDA translation units (.cu files compiled by nvcc); C++ code uses easycache.hpp"
 #endif
 
 #include <cstddef>
@@ -40,10 +40,10 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include "error.hpp"
-#include "tensor_traits.hpp"
-#include "detail/device_passes.hpp"
-#include "detail/format.hpp"
+#include "../error.hpp"
+#include "../tensor_traits.hpp"
+#include "../detail/device_passes.hpp"
+#include "../detail/format.hpp"
 
 namespace easycache {
 
@@ -103,7 +103,7 @@ inline cuda_tensor cuda_view(__nv_bfloat16* data, std::size_t size, cudaStream_t
 }  // namespace easycache
 
 #define EASYCACHE_CUDA_PUBLIC_TYPES
-#include "detail/cuda_kernels.cuh"
+#include "../detail/cuda_kernels.cuh"
 
 namespace easycache {
 

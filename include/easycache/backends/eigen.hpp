@@ -11,10 +11,10 @@
 
 #include <Eigen/Core>
 
-#include "error.hpp"
+#include "../error.hpp"
 #include "host_buffer.hpp"
-#include "tensor_traits.hpp"
-#include "detail/format.hpp"
+#include "../tensor_traits.hpp"
+#include "../detail/format.hpp"
 
 namespace easycache {
 

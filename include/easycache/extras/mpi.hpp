@@ -26,8 +26,8 @@
 #endif
 #include <mpi.h>
 
-#include "error.hpp"
-#include "detail/format.hpp"
+#include "../error.hpp"
+#include "../detail/format.hpp"
 
 namespace easycache::mpi {
 

@@ -16,12 +16,12 @@
 #include <utility>
 #include <vector>
 
-#include "config.hpp"
-#include "controller.hpp"
-#include "error.hpp"
-#include "host_buffer.hpp"
-#include "trace.hpp"
-#include "detail/format.hpp"
+#include "../config.hpp"
+#include "../controller.hpp"
+#include "../error.hpp"
+#include "../backends/host_buffer.hpp"
+#include "../trace.hpp"
+#include "../detail/format.hpp"
 
 namespace easycache {
 

@@ -32,9 +32,9 @@
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <c10/util/Optional.h>
 
-#include "error.hpp"
-#include "tensor_traits.hpp"
-#include "detail/format.hpp"
+#include "../error.hpp"
+#include "../tensor_traits.hpp"
+#include "../detail/format.hpp"
 
 namespace easycache {
 
