@@ -10,7 +10,7 @@ set(layer_1 error.hpp types.hpp sampling.hpp tensor_traits.hpp)  # what a tensor
 set(layer_2 detail/host_kernels.hpp detail/scoped_kernels.hpp detail/device_passes.hpp detail/cuda_kernels.cuh)  # kernels
 set(layer_3 config.hpp decision.hpp)  # the configuration and a decision's vocabulary
 set(layer_4 detail/generation.hpp detail/step_sequencer.hpp detail/anchor_measurement.hpp detail/skip_prediction.hpp
-    detail/tensor_ops.hpp detail/invoke.hpp detail/peer_rules.hpp detail/window.hpp)  # the controller's parts
+    detail/tensor_ops.hpp detail/invoke.hpp detail/peer_rules.hpp detail/window.hpp detail/policy_support.hpp)  # the controller's parts
 set(layer_5 policy.hpp trace.hpp controller.hpp view_traits.hpp hooks.hpp peer_summary.hpp easycache.hpp)  # the core
 set(layer_6 backends/eigen.hpp backends/host_buffer.hpp backends/cuda.cuh backends/torch.hpp
     extras/batch.hpp extras/replay.hpp extras/mpi.hpp)  # backends and extras

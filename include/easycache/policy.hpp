@@ -22,6 +22,7 @@
 #include "types.hpp"
 #include "detail/float32.hpp"
 #include "detail/format.hpp"
+#include "detail/policy_support.hpp"
 #include "detail/window.hpp"
 
 namespace easycache {
@@ -52,75 +53,6 @@ struct forced_steps {
   }
 };
 
-namespace detail {
-// commit(ctx, verdict, measured): the policy is told the measurement its verdict came from.
-template <class P, class = void>
-struct has_measured_commit : std::false_type {};
-template <class P>
-struct has_measured_commit<P, std::void_t<decltype(std::declval<P&>().commit(
-                                  std::declval<const step_context&>(), std::declval<const verdict&>(),
-                                  std::declval<const std::optional<step_measurement>&>()))>> : std::true_type {};
-
-template <class P, class = void>
-struct has_plain_commit : std::false_type {};
-template <class P>
-struct has_plain_commit<P, std::void_t<decltype(std::declval<P&>().commit(std::declval<const step_context&>(),
-                                                                          std::declval<const verdict&>()))>>
-    : std::true_type {};
-
-template <class P, class = void>
-struct is_policy : std::false_type {};
-template <class P>
-struct is_policy<P, std::void_t<decltype(std::declval<const P&>().plan(std::declval<const step_context&>())),
-                                decltype(std::declval<const P&>().decide(std::declval<const step_context&>(),
-                                                                         std::declval<const step_measurement&>())),
-                                decltype(std::declval<P&>().reset())>>
-    : std::bool_constant<has_measured_commit<P>::value || has_plain_commit<P>::value> {};
-
-/// Tells `policy` that the step was carried out as `v` says; `measured` is
-/// the measurement decide() gave `v` from (nullopt: planned, or degenerate).
-template <class P>
-void commit_policy(P& policy, const step_context& ctx, const verdict& v,
-                   const std::optional<step_measurement>& measured) noexcept {
-  if constexpr (has_measured_commit<P>::value) {
-    policy.commit(ctx, v, measured);
-  } else {
-    policy.commit(ctx, v);
-  }
-}
-
-template <class P, class = void>
-struct has_configure : std::false_type {};
-template <class P>
-struct has_configure<P, std::void_t<decltype(std::declval<P&>().configure(std::declval<const config&>()))>>
-    : std::true_type {};
-
-/// A policy built from a configuration: by its constructor from one, else
-/// default-constructed and configure()d when it has configure(config).
-template <class Policy>
-Policy make_policy(const config& cfg) {
-  if constexpr (std::is_constructible_v<Policy, const config&>) {
-    return Policy(cfg);
-  } else {
-    static_assert(std::is_default_constructible_v<Policy>,
-                  "easycache: this policy needs arguments: construct the controller with (config, policy)");
-    Policy policy{};
-    if constexpr (has_configure<Policy>::value) policy.configure(cfg);
-    return policy;
-  }
-}
-
-/// A new configuration reaches a policy through its configure(config) if it
-/// has one (keeping its own parameters), else by rebuilding it from the config.
-template <class Policy>
-void configure_policy(Policy& policy, const config& cfg) {
-  if constexpr (has_configure<Policy>::value) {
-    policy.configure(cfg);
-  } else if constexpr (std::is_constructible_v<Policy, const config&>) {
-    policy = Policy(cfg);
-  }
-}
-}  // namespace detail
 
 /// The reference EasyCache rule (algorithm.md), including its window variant.
 ///
