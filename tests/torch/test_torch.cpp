@@ -85,6 +85,18 @@ TEST_CASE("float32 and float64 tensors take Eigen's decisions with Eigen's stati
   }
 }
 
+#if !defined(EASYCACHE_TORCH_ATEN_ONLY)
+TEST_CASE("CPU float32 and float64 tensors take the fused host passes: Eigen's results bit for bit", "[torch][fused]") {
+  if (device != at::kCPU) return;  // CUDA tensors take the ATen path
+  for (const easycache::config& cfg : script::configurations(0.3)) {
+    INFO(script::describe(cfg));
+    // The same passes as Eigen's: every statistic and output equal, not close.
+    script::compare(run_torch(at::kDouble, cfg), script::run_eigen<double>(cfg, script::size), cfg.branches, 0.0);
+    script::compare(run_torch(at::kFloat, cfg), script::run_eigen<float>(cfg, script::size), cfg.branches, 0.0);
+  }
+}
+#endif
+
 TEST_CASE("float16 and bfloat16 tensors take Eigen's decisions where no decision is near a tie", "[torch]") {
   for (const easycache::config& base : script::configurations(0.3)) {
     const easycache::config cfg = script::far_from_ties(base);

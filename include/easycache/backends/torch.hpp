@@ -4,6 +4,12 @@
 // LibTorch backend: at::Tensor (and so torch::Tensor) on the CPU or a CUDA
 // device, float32, float64, float16 or bfloat16, any shape, contiguous.
 //
+// Two paths. CPU float32 and float64 tensors go through the same fused host
+// passes as Eigen and host buffers (detail/host_kernels.hpp: SIMD, one pass
+// per step over each tensor, sums in double, no ATen operation and no
+// allocation after step 0). The rest (CUDA tensors, float16 and bfloat16)
+// goes through ATen, as follows.
+//
 // Every operation is an ATen `*_out` or in-place operation into tensors that the
 // controller allocates once per generation (when the element count, dtype or
 // device changes), on the tensor's device and, for CUDA, on the current CUDA
@@ -13,7 +19,7 @@
 // operations (they run in InferenceMode; the buffers and any output easycache
 // allocates are normal tensors).
 //
-// What allocates after step 0: easycache itself, no tensor storage; ATen, its
+// What allocates after step 0 on the ATen path: easycache itself, no tensor storage; ATen, its
 // small host objects per operation (the views of the sampled elements,
 // TensorIterator state), and on the CPU a per-thread partial-sum buffer in large
 // reductions and, for float16 and bfloat16, a float32 copy of the values being
@@ -35,6 +41,7 @@
 #include "../error.hpp"
 #include "../tensor_traits.hpp"
 #include "../detail/format.hpp"
+#include "../detail/host_kernels.hpp"
 
 namespace easycache {
 
@@ -49,6 +56,8 @@ struct buffer {
 
 /// Reduction scratch of one controller.
 struct workspace {
+  bool fused = false;  // the generation's tensors take the fused host passes (host_sums)
+  double host_sums[statistic_slot_count] = {};
   at::Tensor sums;     // statistic_slot_count sums on the input's device (float32, or float64)
   at::Tensor host;     // their host mirror (pinned for a CUDA device)
   at::Tensor scratch;  // one element per input element: |a − b| before the sum
@@ -88,6 +97,38 @@ struct allocate_guard {
   c10::InferenceMode inference{false};
   at::NoGradGuard no_grad;
 };
+
+/// CPU float32 and float64 tensors take the fused host passes (the tensors
+/// are contiguous: check() refuses the others). Defining
+/// EASYCACHE_TORCH_ATEN_ONLY before including this header sends them through
+/// ATen too (to compare the two paths: bench/overhead_torch.cpp).
+inline bool fused([[maybe_unused]] const at::Tensor& t) noexcept {
+#if defined(EASYCACHE_TORCH_ATEN_ONLY)
+  return false;
+#else
+  return t.is_cpu() && (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble);
+#endif
+}
+
+// Calls f(S{}) with the element type of a fused tensor.
+template <class F>
+void with_host_scalar(const at::Tensor& t, F&& f) {
+  if (t.scalar_type() == at::kFloat) {
+    f(float{});
+  } else {
+    f(double{});
+  }
+}
+
+template <class S>
+S* elements(const at::Tensor& t) noexcept {
+  return static_cast<S*>(t.data_ptr());
+}
+template <class S>
+S* elements_or_null(buffer* b) noexcept {
+  return b ? elements<S>(b->values) : nullptr;
+}
+inline std::size_t count(const at::Tensor& t) noexcept { return static_cast<std::size_t>(t.numel()); }
 
 inline bool supported_dtype(at::ScalarType t) noexcept {
   return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
@@ -180,6 +221,11 @@ struct tensor_traits<at::Tensor> {
   }
 
   static void prepare(workspace_type& ws, const at::Tensor& like) {
+    ws.fused = detail::torch::fused(like);
+    if (ws.fused) {
+      for (double& sum : ws.host_sums) sum = 0;
+      return;
+    }
     detail::torch::allocate_guard guard;
     // The four slots, then Σv over every element (finite_check_slot).
     const auto count = static_cast<std::int64_t>(statistic_slot_count + 1);
@@ -199,6 +245,15 @@ struct tensor_traits<at::Tensor> {
 
   static void reduce_abs_diff(workspace_type& ws, statistic_slot slot, const at::Tensor& x, const buffer_type& ref,
                               const statistics_sampling& sampling) {
+    using namespace detail::torch;
+    if (fused(x)) {
+      with_host_scalar(x, [&](auto s) {
+        using S = decltype(s);
+        ws.host_sums[static_cast<std::size_t>(slot)] =
+            detail::host::sum_abs_diff<S>(elements<S>(x), elements<S>(ref.values), count(x), sampling);
+      });
+      return;
+    }
     detail::torch::compute_guard guard;
     detail::torch::record_use(ws);
     detail::torch::record_use(ref);
@@ -210,6 +265,15 @@ struct tensor_traits<at::Tensor> {
   }
 
   static void apply_delta(const at::Tensor& x, const buffer_type& delta, at::Tensor& out, buffer_type* input_copy) {
+    using namespace detail::torch;
+    if (fused(x)) {
+      with_host_scalar(x, [&](auto s) {
+        using S = decltype(s);
+        detail::host::add<S>(elements<S>(x), elements<S>(delta.values), elements<S>(out),
+                             elements_or_null<S>(input_copy), count(x));
+      });
+      return;
+    }
     detail::torch::compute_guard guard;
     detail::torch::record_use(delta);
     const at::Tensor xf = detail::torch::flat(x);
@@ -225,6 +289,15 @@ struct tensor_traits<at::Tensor> {
   /// operations into `out` (each rounds to the tensor's dtype), and a copy.
   static void apply_delta_extrapolated(const at::Tensor& x, const buffer_type& delta, const buffer_type& delta_prev,
                                        double weight, at::Tensor& out, buffer_type* input_copy) {
+    using namespace detail::torch;
+    if (fused(x)) {
+      with_host_scalar(x, [&](auto s) {
+        using S = decltype(s);
+        detail::host::add_extrapolated<S>(elements<S>(x), elements<S>(delta.values), elements<S>(delta_prev.values),
+                                          weight, elements<S>(out), elements_or_null<S>(input_copy), count(x));
+      });
+      return;
+    }
     detail::torch::compute_guard guard;
     detail::torch::record_use(delta);
     detail::torch::record_use(delta_prev);
@@ -241,6 +314,14 @@ struct tensor_traits<at::Tensor> {
 
   /// to = x, on the current stream (skip_predictor::last_output).
   static void save_input(const at::Tensor& x, buffer_type& to) {
+    using namespace detail::torch;
+    if (fused(x)) {
+      with_host_scalar(x, [&](auto s) {
+        using S = decltype(s);
+        detail::host::copy<S>(elements<S>(x), elements<S>(to.values), count(x));
+      });
+      return;
+    }
     detail::torch::compute_guard guard;
     detail::torch::record_use(to);
     to.values.copy_(detail::torch::flat(x));
@@ -249,6 +330,15 @@ struct tensor_traits<at::Tensor> {
   /// out = x_saved + delta (the saved output), and *input_copy = x.
   static void apply_saved_output(const at::Tensor& x, const buffer_type& x_saved, const buffer_type& delta,
                                  at::Tensor& out, buffer_type* input_copy) {
+    using namespace detail::torch;
+    if (fused(x)) {
+      with_host_scalar(x, [&](auto s) {
+        using S = decltype(s);
+        detail::host::add_buffers<S>(elements<S>(x_saved.values), elements<S>(delta.values), elements<S>(x),
+                                     elements<S>(out), elements_or_null<S>(input_copy), count(x));
+      });
+      return;
+    }
     detail::torch::compute_guard guard;
     detail::torch::record_use(x_saved);
     detail::torch::record_use(delta);
@@ -262,6 +352,14 @@ struct tensor_traits<at::Tensor> {
 
   /// to = from, on the current stream.
   static void copy(const at::Tensor&, const buffer_type& from, buffer_type& to) {
+    using namespace detail::torch;
+    if (fused(from.values)) {
+      with_host_scalar(from.values, [&](auto s) {
+        using S = decltype(s);
+        detail::host::copy<S>(elements<S>(from.values), elements<S>(to.values), count(from.values));
+      });
+      return;
+    }
     detail::torch::compute_guard guard;
     detail::torch::record_use(from);
     detail::torch::record_use(to);
@@ -271,6 +369,19 @@ struct tensor_traits<at::Tensor> {
   static void commit(workspace_type& ws, const at::Tensor& x, const at::Tensor& v, buffer_type& x_last,
                      buffer_type& delta, bool measure_change, const statistics_sampling& sampling) {
     using detail::torch::sampled;
+    if (detail::torch::fused(x)) {
+      detail::torch::with_host_scalar(x, [&](auto s) {
+        using S = decltype(s);
+        using detail::torch::elements;
+        const auto sums = detail::host::commit<S>(elements<S>(x), elements<S>(v), elements<S>(x_last.values),
+                                                  elements<S>(delta.values), detail::torch::count(x), measure_change,
+                                                  sampling);
+        ws.host_sums[static_cast<std::size_t>(statistic_slot::output_change)] = sums.output_change;
+        ws.host_sums[static_cast<std::size_t>(statistic_slot::input_change_since_compute)] = sums.input_change;
+        ws.host_sums[static_cast<std::size_t>(statistic_slot::output_norm)] = sums.output_norm;
+      });
+      return;
+    }
     detail::torch::compute_guard guard;
     detail::torch::record_use(ws);
     detail::torch::record_use(x_last);
@@ -302,6 +413,14 @@ struct tensor_traits<at::Tensor> {
   }
 
   static void store_delta(const at::Tensor& x, const at::Tensor& v, buffer_type& delta) {
+    using namespace detail::torch;
+    if (fused(x)) {
+      with_host_scalar(x, [&](auto s) {
+        using S = decltype(s);
+        detail::host::subtract<S>(elements<S>(v), elements<S>(x), elements<S>(delta.values), count(x));
+      });
+      return;
+    }
     detail::torch::compute_guard guard;
     detail::torch::record_use(delta);
     at::sub_out(delta.values, detail::torch::flat(v), detail::torch::flat(x));
@@ -311,6 +430,10 @@ struct tensor_traits<at::Tensor> {
   /// finite check), then a wait
   /// for the current stream (the decision needs the values).
   static void read(workspace_type& ws, double (&sums)[statistic_slot_count]) {
+    if (ws.fused) {
+      for (std::size_t i = 0; i < statistic_slot_count; ++i) sums[i] = ws.host_sums[i];
+      return;
+    }
     detail::torch::compute_guard guard;
     const at::Tensor* source = &ws.sums;
     if (!ws.sums.is_cpu()) {
