@@ -14,9 +14,10 @@ set(layer_4 detail/generation.hpp detail/step_sequencer.hpp detail/anchor_measur
 set(layer_5 policy.hpp trace.hpp controller.hpp view_traits.hpp hooks.hpp peer_summary.hpp easycache.hpp)  # the core
 set(layer_6 backends/eigen.hpp backends/host_buffer.hpp backends/cuda.cuh backends/torch.hpp
     extras/batch.hpp extras/replay.hpp extras/mpi.hpp)  # backends and extras
+set(layer_7 eigen.hpp host_buffer.hpp torch.hpp cuda.cuh batch.hpp replay.hpp mpi.hpp)  # deprecated forwarding paths
 
 function(layer_of header out)
-  foreach(n RANGE 6)
+  foreach(n RANGE 7)
     if(header IN_LIST layer_${n})
       set(${out} ${n} PARENT_SCOPE)
       return()
