@@ -74,6 +74,7 @@ std::vector<easycache::step_record> awkward_trace() {
   r.output_norm = 1e300;
   r.predicted_error = std::numeric_limits<double>::denorm_min();
   r.accumulated_error = 123456789.125;
+  r.realized_error = 0.5;
   r.action = easycache::action::skip;
   r.reason = easycache::reason::below_threshold;
   trace.push_back(r);
@@ -307,11 +308,11 @@ TEST_CASE("CSV: a header and one row per evaluation", "[trace]") {
   easycache::write_csv(out, cache.trace());
   const std::string csv = out.str();
   CHECK_THAT(csv, StartsWith("step,branch,timestep,input_change,transformation_rate,output_norm,predicted_error,"
-                             "accumulated_error,action,reason\n"));
+                             "accumulated_error,realized_error,action,reason\n"));
   CHECK(count(csv, "\n") == 9);
-  CHECK_THAT(csv, Contains("0,0,1,,,,,,compute,warmup\n"));
-  CHECK_THAT(csv, Contains("2,0,0.75,1,1,9,0.1111111111111111,0.1111111111111111,skip,below_threshold\n"));
-  CHECK_THAT(csv, Contains("7,0,0.125,,,,,,compute,last_step\n"));
+  CHECK_THAT(csv, Contains("0,0,1,,,,,,,compute,warmup\n"));  // the first compute: nothing to compare with
+  CHECK_THAT(csv, Contains("2,0,0.75,1,1,9,0.1111111111111111,0.1111111111111111,,skip,below_threshold\n"));
+  CHECK_THAT(csv, Contains("7,0,0.125,,,,,,0,compute,last_step\n"));  // Δ = 8 at every step: x + Δ is exact
   CHECK(out.precision() == std::ostringstream().precision());  // the stream's state is restored
 }
 
@@ -402,14 +403,14 @@ TEST_CASE("writers: CSV fields and JSON numbers read back as the same doubles", 
     const easycache::step_record& r = trace[i];
     INFO("row " << i << ": " << lines[i + 1]);
     const std::vector<std::string> fields = split(lines[i + 1], ',');
-    REQUIRE(fields.size() == 10);
+    REQUIRE(fields.size() == 11);
     CHECK(fields[0] == std::to_string(r.step));
     CHECK(fields[1] == std::to_string(r.branch));
-    const double values[] = {r.timestep,    r.input_change,    r.transformation_rate,
-                             r.output_norm, r.predicted_error, r.accumulated_error};
-    for (std::size_t f = 0; f < 6; ++f) CHECK(same_double(read_back(fields[f + 2]), values[f]));
-    CHECK(fields[8] == easycache::to_string(r.action));
-    CHECK(fields[9] == easycache::to_string(r.reason));
+    const double values[] = {r.timestep,       r.input_change,      r.transformation_rate, r.output_norm,
+                             r.predicted_error, r.accumulated_error, r.realized_error};
+    for (std::size_t f = 0; f < 7; ++f) CHECK(same_double(read_back(fields[f + 2]), values[f]));
+    CHECK(fields[9] == easycache::to_string(r.action));
+    CHECK(fields[10] == easycache::to_string(r.reason));
   }
 
   json_reader json(default_json());
@@ -446,13 +447,14 @@ TEST_CASE("writers: numbers in their shortest exact form, infinities as 1e999", 
   CHECK_THAT(json, Contains("\"input_change\":null,\"transformation_rate\":1e999,\"output_norm\":-1e999,"));
 #if defined(__cpp_lib_to_chars)
   // The shortest form; without floating-point std::to_chars the writers give 17 digits.
-  CHECK_THAT(csv, Contains("\n1234567,12,0.1,0.3333333333333333,-0,1e+300,5e-324,123456789.125,skip,"
+  CHECK_THAT(csv, Contains("\n1234567,12,0.1,0.3333333333333333,-0,1e+300,5e-324,123456789.125,0.5,skip,"
                            "below_threshold\n"));
-  CHECK_THAT(csv, Contains("\n1000,0,-2.5e-08,,1e999,-1e999,1.7976931348623157e+308,12345678901234567168,"
+  CHECK_THAT(csv, Contains("\n1000,0,-2.5e-08,,1e999,-1e999,1.7976931348623157e+308,12345678901234567168,0.5,"
                            "compute,last_step\n"));
   CHECK_THAT(json, Contains("{\"step\":1234567,\"branch\":12,\"timestep\":0.1,\"input_change\":0.3333333333333333,"
                             "\"transformation_rate\":-0,\"output_norm\":1e+300,\"predicted_error\":5e-324,"
-                            "\"accumulated_error\":123456789.125,\"action\":\"skip\",\"reason\":\"below_threshold\"}"));
+                            "\"accumulated_error\":123456789.125,\"realized_error\":0.5,\"action\":\"skip\","
+                            "\"reason\":\"below_threshold\"}"));
   CHECK_THAT(json, Contains("\"speedup_in_calls\":428571.4285714286,"));
 #endif
 }
@@ -514,4 +516,85 @@ TEST_CASE("summary(): one log line with the skipped steps and the saving in call
   three.calls = 3;
   three.evaluations = 7;
   CHECK_THAT(easycache::summary(three), Catch::EndsWith("), 2.33x fewer denoiser calls"));
+}
+
+TEMPLATE_TEST_CASE("trace: realized_error is the error a skip would have made at each computed step", "[trace][realized]",
+                   Eigen::VectorXf, Eigen::VectorXd) {
+  // x_t = t, v = 2x + 1: Δ_t = t + 1. At a compute t after the compute t − 1,
+  // x_t + Δ_{t−1} misses v_t by 1, the last output v_{t−1} by 2, and the
+  // linear predictor, once it has two computes to extrapolate from, by 0.
+  using vector = TestType;
+  struct expectation {
+    easycache::skip_predictor predictor;
+    double miss;              // |v − p| from the third compute on
+    double miss_at_second;    // at the second (the linear predictor has one Δ then)
+  };
+  for (const expectation e : {expectation{easycache::skip_predictor::constant, 1, 1},
+                              expectation{easycache::skip_predictor::last_output, 2, 2},
+                              expectation{easycache::skip_predictor::linear_in_timestep, 0, 1}})
+    for (std::size_t stride : {std::size_t{1}, std::size_t{3}}) {
+      INFO("predictor " << static_cast<int>(e.predictor) << ", sampling stride " << stride);
+      easycache::config cfg;
+      cfg.steps = 10;
+      cfg.threshold = 0;  // every step computed
+      cfg.predictor = e.predictor;
+      cfg.sampling.stride = stride;
+      easycache::controller<vector> cache(cfg);
+      for (std::size_t t = 0; t < cfg.steps; ++t) {
+        vector out;
+        const vector x = vector::Constant(101, static_cast<typename vector::Scalar>(t));
+        cache.step(x, out, {t, 1.0 - double(t) / 10}, [](const vector& in) { return vector((2 * in.array() + 1).matrix()); });
+      }
+      const auto& trace = cache.trace();
+      CHECK(std::isnan(trace[0].realized_error));
+      CHECK(trace[1].realized_error == Approx(e.miss_at_second / 3.0));
+      for (std::size_t t = 2; t < cfg.steps; ++t) {
+        INFO("step " << t);
+        CHECK(trace[t].realized_error == Approx(e.miss / (2.0 * double(t) + 1)).margin(1e-6));
+      }
+    }
+}
+
+namespace test {
+/// A host tensor whose traits declare their own commit (counting the calls).
+struct counted_commit_tensor {
+  float* data;
+  std::size_t size;
+  static inline std::size_t commits = 0;
+};
+}  // namespace test
+
+template <>
+struct easycache::tensor_traits<test::counted_commit_tensor>
+    : easycache::host_tensor_traits<test::counted_commit_tensor, float> {
+  using base = easycache::host_tensor_traits<test::counted_commit_tensor, float>;
+  static const float* data(const test::counted_commit_tensor& t) { return t.data; }
+  static float* data(test::counted_commit_tensor& t) { return t.data; }
+  static std::size_t size(const test::counted_commit_tensor& t) { return t.size; }
+  static void commit(workspace_type& ws, const test::counted_commit_tensor& x, const test::counted_commit_tensor& v,
+                     buffer_type& x_last, buffer_type& delta, bool measure_change,
+                     const easycache::statistics_sampling& sampling) {
+    ++test::counted_commit_tensor::commits;
+    base::commit(ws, x, v, x_last, delta, measure_change, sampling);
+  }
+};
+
+TEST_CASE("trace: realized_error stays unmeasured where a traits' own commit hides the measuring one", "[trace][realized]") {
+  // realized_error comes from host_tensor_traits::commit_predicting; a
+  // specialization that declares its own commit gets that commit called.
+  easycache::config cfg;
+  cfg.steps = 6;
+  cfg.warmup_steps = 1;
+  cfg.threshold = 0;
+  easycache::controller<test::counted_commit_tensor> cache(cfg);
+  std::vector<float> x(16), v(16);
+  for (std::size_t t = 0; t < cfg.steps; ++t) {
+    for (float& e : x) e = static_cast<float>(t);
+    test::counted_commit_tensor in{x.data(), x.size()}, out{v.data(), v.size()};
+    cache.step(in, out, {t, 1.0 - double(t) / 6}, [](const test::counted_commit_tensor& a, test::counted_commit_tensor& b) {
+      for (std::size_t i = 0; i < a.size; ++i) b.data[i] = 2 * a.data[i] + 1;
+    });
+  }
+  CHECK(test::counted_commit_tensor::commits == cfg.steps);  // every compute went through it
+  for (const auto& r : cache.trace()) CHECK(std::isnan(r.realized_error));
 }

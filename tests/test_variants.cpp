@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include <random>
+#include <string>
 #include <vector>
 
 #include "helpers.hpp"
@@ -151,4 +152,62 @@ TEST_CASE("measure_forced_steps fills dx and k on forced steps without changing 
   CHECK(std::isnan(b.trace()[1].transformation_rate));  // one computed step so far
   CHECK(b.trace()[2].transformation_rate == Approx(1));
   CHECK(b.trace()[7].input_change == Approx(1));
+}
+
+TEST_CASE("error_estimate::predictor_residual weighs each step's drift by its steps since the last compute",
+          "[variants][estimate]") {
+  // x_t = t, v = x + 8 (affine): dx 1 and k 1 every step, ‖v_c‖ = c + 8.
+  easycache::config cfg;
+  cfg.steps = 12;
+  cfg.warmup_steps = 2;
+  cfg.threshold = 0.55;
+  cfg.predictor = easycache::skip_predictor::linear_in_timestep;
+  cfg.estimate = easycache::error_estimate::predictor_residual;
+  easycache::controller<VectorXd> cache(cfg);
+  for (std::size_t t = 0; t < cfg.steps; ++t) {
+    VectorXd out;
+    cache.step(test::constant(4, double(t)), out, {t, 1.0 - double(t) / 12.0}, affine);
+  }
+  // After the compute at c = 1 (‖v‖ 9): ε = n/9 at n steps after it: E 1/9, 3/9,
+  // then 6/9 ≥ 0.55 at t = 4 → compute (‖v‖ 12): E 1/12, 3/12, 6/12, then 10/12 at
+  // t = 8 → compute (‖v‖ 16): 1/16, 3/16; t = 11 is the last step.
+  const auto& trace = cache.trace();
+  CHECK(test::pattern(trace) == "CCSSCSSSCSSC");
+  CHECK(trace[4].predicted_error == Approx(3.0 / 9));
+  CHECK(trace[4].accumulated_error == Approx(6.0 / 9));
+  CHECK(trace[7].accumulated_error == Approx(6.0 / 12));
+  CHECK(trace[8].predicted_error == Approx(4.0 / 12));
+  CHECK(trace[10].accumulated_error == Approx(3.0 / 16));
+
+  // The reference's estimate on the same trajectory: no weighting, so longer runs.
+  cfg.estimate = easycache::error_estimate::output_drift;
+  easycache::controller<VectorXd> drift(cfg);
+  for (std::size_t t = 0; t < cfg.steps; ++t) {
+    VectorXd out;
+    drift.step(test::constant(4, double(t)), out, {t, 1.0 - double(t) / 12.0}, affine);
+  }
+  CHECK(drift.trace()[4].predicted_error == Approx(1.0 / 9));
+  CHECK(test::pattern(drift.trace()) != test::pattern(trace));
+}
+
+TEST_CASE("error_estimate::predictor_residual changes nothing for the constant and last-output predictors",
+          "[variants][estimate]") {
+  for (easycache::skip_predictor predictor : {easycache::skip_predictor::constant, easycache::skip_predictor::last_output}) {
+    std::string patterns[2];
+    for (int residual = 0; residual < 2; ++residual) {
+      easycache::config cfg;
+      cfg.steps = 12;
+      cfg.warmup_steps = 2;
+      cfg.threshold = 0.55;
+      cfg.predictor = predictor;
+      if (residual) cfg.estimate = easycache::error_estimate::predictor_residual;
+      easycache::controller<VectorXd> cache(cfg);
+      for (std::size_t t = 0; t < cfg.steps; ++t) {
+        VectorXd out;
+        cache.step(test::constant(4, double(t)), out, {t, 1.0 - double(t) / 12.0}, affine);
+      }
+      patterns[residual] = test::pattern(cache.trace());
+    }
+    CHECK(patterns[0] == patterns[1]);
+  }
 }

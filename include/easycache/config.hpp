@@ -40,6 +40,19 @@ enum class skip_predictor {
   last_output,
 };
 
+/// What the accumulated error E estimates (config::error_estimate).
+enum class error_estimate {
+  /// ε = k·dx/‖v‖ each step: the drift of the output since the last computed
+  /// step, which is the error of reusing it as it was (the reference; default).
+  output_drift,
+  /// The error of the predictor in use. For linear_in_timestep, whose
+  /// first-order term follows the drift, what is left grows with the distance
+  /// from the last computed step: each step adds ε·n, n its steps since that
+  /// compute (so E grows as n²·ε, as the error of a linear extrapolation does,
+  /// and τ is in those units). For the other predictors the same as output_drift.
+  predictor_residual,
+};
+
 /// The active caching window as fractions of the schedule (ComfyUI style).
 /// A step whose position p (step_info::progress, or index / steps when not given)
 /// satisfies start <= p < end may be skipped; every other step is computed.
@@ -192,6 +205,10 @@ struct config {
   /// Beyond the reference: what a skipped step returns. Default: the constant
   /// cached vector.
   skip_predictor predictor = skip_predictor::constant;
+  /// Beyond the reference: what E estimates. Default: the output's drift (the
+  /// reference's ε). error_estimate::predictor_residual matches it to the
+  /// predictor (docs/quality.md measures both).
+  error_estimate estimate = error_estimate::output_drift;
 
   /// Peer variant: the window compared in sigma (see sigma_window), its bounds
   /// mapped from `window`'s percents, which it needs. A call that gives no
@@ -242,6 +259,20 @@ struct config {
     c.warmup_steps = warmup_for(steps, 10);
     c.steps = steps;
     c.branches = 2;
+    return c;
+  }
+  /// easycache's quality mode, beyond the reference (docs/quality.md measures
+  /// it against fewer steps, a static cache and a TaylorSeer-style cache at
+  /// equal calls): the linear_in_timestep predictor (step_info::timestep on
+  /// every call), a warm-up of 10 % of the steps (5 of 50; see warmup_for),
+  /// `branches` calls a step, τ 0.05 (set threshold for the speed you need).
+  static config quality(std::size_t steps = 50, std::size_t branches = 2) {
+    config c;
+    c.threshold = 0.05;
+    c.warmup_steps = warmup_for(steps, 5);
+    c.steps = steps;
+    c.branches = branches;
+    c.predictor = skip_predictor::linear_in_timestep;
     return c;
   }
   /// Reference settings for Wan2.1 I2V: as wan21() with 40 steps (R 10 at 40 steps or more).

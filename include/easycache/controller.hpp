@@ -340,16 +340,13 @@ class controller {
   void finish_anchor(const pending& p, const Tensor& x, Tensor& out) {
     branch_cache& anchor = caches_[0];
     const verdict& chosen = p.verdict_;
+    step_record record = p.record_;
     if (chosen.action == action::skip) {
       buffer_type* input_copy = detail::anchor_measurement::skip_keeps_input(config_) ? &x_prev_ : nullptr;
       guarded([&] { anchor.predict(x, out, input_copy, p.info_.timestep, &x_last_, config_.predictor); });
       if (input_copy) measurement_.skipped_keeping_input();
     } else if (p.retention_ == detail::retention::everything) {
-      guarded([&] {
-        anchor.keep_previous_delta(x, config_.predictor);
-        ops::commit(workspace_, x, out, x_last_, anchor.delta, v_last_, measurement_.commit_measures_change(),
-                    config_, anchor.size);
-      });
+      guarded([&] { commit_anchor(x, out, p.info_.timestep, record.realized_error); });
       measurement_.computed();
       anchor.computed(p.info_.index, p.info_.timestep);
     } else if (p.retention_ == detail::retention::cached_vector && !reuses_output()) {
@@ -367,7 +364,45 @@ class controller {
     ++stats_.reasons[static_cast<std::size_t>(chosen.reason)];
     ++stats_.steps;
     stats_.skipped_steps += chosen.action == action::skip;
-    finish(p.record_, chosen);
+    finish(record, chosen);
+  }
+
+  // The anchor's commit pass: the sums the next decision reads, then x_last and
+  // Δ (and the linear predictor's Δ_prev). Backends with commit_predicting (the
+  // host ones) also measure in it what a skip would have returned here, for
+  // `realized_error`; their sums are host memory, read without a sync.
+  void commit_anchor(const Tensor& x, const Tensor& out, double timestep, double& realized_error) {
+    branch_cache& anchor = caches_[0];
+    const bool measure_change = measurement_.commit_measures_change();
+    if constexpr (detail::has_commit_predicting<Tensor>::value) {
+      if (measure_change && !scoped_statistics() && detail::commit_predicting_applies<Tensor>()) {
+        if (config_.predictor == skip_predictor::last_output) {
+          ops::commit(workspace_, x, out, x_last_, anchor.delta, v_last_, true, config_, anchor.size);
+        } else {
+          commit_prediction<buffer_type> prediction;
+          if constexpr (detail::has_extrapolation<Tensor>::value) {
+            if (config_.predictor == skip_predictor::linear_in_timestep) {
+              prediction.delta_prev = &anchor.delta_prev;
+              prediction.extrapolate = anchor.extrapolation_weight(timestep, prediction.weight);
+            }
+          }
+          traits::commit_predicting(workspace_, x, out, x_last_, anchor.delta, true, config_.sampling, prediction);
+        }
+        double sums[statistic_slot_count] = {};
+        traits::read(workspace_, sums);
+        // The last output is x_last + Δ: its error is the output change the pass sums anyway.
+        const double error_sum = config_.predictor == skip_predictor::last_output
+                                     ? sums[static_cast<std::size_t>(statistic_slot::output_change)]
+                                     : traits::skip_error(workspace_);
+        const double sampled = static_cast<double>(detail::anchor_measurement::sampled_elements(config_, anchor.size));
+        const double norm = sums[static_cast<std::size_t>(statistic_slot::output_norm)] /
+                            static_cast<double>(detail::anchor_measurement::norm_elements(config_, anchor.size));
+        realized_error = (error_sum / sampled) / norm;
+        return;
+      }
+    }
+    anchor.keep_previous_delta(x, config_.predictor);
+    ops::commit(workspace_, x, out, x_last_, anchor.delta, v_last_, measure_change, config_, anchor.size);
   }
 
   // ---- other branches: follow the anchor's decision for their step ----

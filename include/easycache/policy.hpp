@@ -70,7 +70,11 @@ class easycache_policy {
  public:
   easycache_policy() = default;
   explicit easycache_policy(const config& cfg)
-      : threshold_(cfg.threshold), forced_(cfg), float32_(cfg.arithmetic != decision_arithmetic::float64) {}
+      : threshold_(cfg.threshold),
+        forced_(cfg),
+        float32_(cfg.arithmetic != decision_arithmetic::float64),
+        residual_(cfg.estimate == error_estimate::predictor_residual &&
+                  cfg.predictor == skip_predictor::linear_in_timestep) {}
 
   std::optional<verdict> plan(const step_context& ctx) const {
     if (auto forced = forced_(ctx)) return forced;
@@ -78,19 +82,23 @@ class easycache_policy {
     return std::nullopt;
   }
 
-  verdict decide(const step_context&, const step_measurement& m) const {
+  verdict decide(const step_context& ctx, const step_measurement& m) const {
     verdict v;
     bool below = false;
     if (float32_) {
       // The peers' order of operations, each rounded to float32 (config::arithmetic).
       const float rate = detail::to_float(m.transformation_rate), input_change = detail::to_float(m.input_change);
-      const float epsilon = (rate * input_change) / detail::to_float(m.output_norm);
+      float epsilon = (rate * input_change) / detail::to_float(m.output_norm);
+      if (residual_) epsilon *= static_cast<float>(ctx.step - std::min(ctx.step, last_compute_step_));
       const float accumulated = detail::to_float(accumulated_error_) + epsilon;
       v.predicted_error = static_cast<double>(epsilon);
       v.accumulated_error = static_cast<double>(accumulated);
       below = accumulated < detail::to_float(threshold_);
     } else {
       v.predicted_error = m.transformation_rate * (m.input_change / m.output_norm);
+      // error_estimate::predictor_residual: the step's drift weighted by its
+      // distance from the last computed step (the first step after it weighs 1).
+      if (residual_) v.predicted_error *= static_cast<double>(ctx.step - std::min(ctx.step, last_compute_step_));
       v.accumulated_error = accumulated_error_ + v.predicted_error;
       below = v.accumulated_error < threshold_;
     }
@@ -104,12 +112,16 @@ class easycache_policy {
     return v;
   }
 
-  void commit(const step_context&, const verdict& v) noexcept {
+  void commit(const step_context& ctx, const verdict& v) noexcept {
     // A computed step (forced or not) restarts the accumulation; its ε is dropped.
     accumulated_error_ = v.action == action::skip ? v.accumulated_error : 0.0;
+    if (v.action == action::compute) last_compute_step_ = ctx.step;
   }
 
-  void reset() noexcept { accumulated_error_ = 0.0; }
+  void reset() noexcept {
+    accumulated_error_ = 0.0;
+    last_compute_step_ = 0;
+  }
 
   /// E after the last committed step.
   double accumulated_error() const noexcept { return accumulated_error_; }
@@ -118,7 +130,9 @@ class easycache_policy {
   double threshold_ = 0.05;
   forced_steps forced_{config{}};
   bool float32_ = false;
+  bool residual_ = false;  // error_estimate::predictor_residual with the linear predictor
   double accumulated_error_ = 0.0;
+  std::size_t last_compute_step_ = 0;
 };
 
 /// Baseline: compute the forced steps and every `interval`-th step after the

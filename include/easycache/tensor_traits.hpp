@@ -63,9 +63,28 @@ struct host_buffer;  // easycache/backends/host_buffer.hpp; named here by the di
 ///       // throw easycache::error when a tensor cannot be used with a buffer of the
 ///       // generation (its element type or device changed since step 0); called
 ///       // before anything changes, on inputs and on the denoiser's outputs
+///   // for step_record::realized_error (the host backends have them):
+///   static void commit_predicting(workspace_type&, const T& x, const T& v, buffer_type& x_last,
+///       buffer_type& delta, bool measure_change, const statistics_sampling&,
+///       const commit_prediction<buffer_type>&);
+///       // commit(), and when measure_change also Σ|v − p| over the sampled elements, p what
+///       // a skip would have returned (see commit_prediction); replaces copy + commit
+///   static double skip_error(const workspace_type&);  // that sum, readable without a sync
 ///
 /// Host types with contiguous memory need only data() and size(): derive the
 /// specialization from easycache::host_tensor_traits<T, Scalar> (host_buffer.hpp).
+/// What a skip would have returned at a computed anchor step, for the optional
+/// commit_predicting member: p = x + delta, or p = x + delta + weight·(delta −
+/// *delta_prev) when `extrapolate` (skip_predictor::linear_in_timestep). When
+/// `delta_prev` is set (the linear predictor), the pass also sets *delta_prev
+/// to the old delta, the copy the predictor needs before delta is overwritten.
+template <class Buffer>
+struct commit_prediction {
+  Buffer* delta_prev = nullptr;
+  bool extrapolate = false;
+  double weight = 0;
+};
+
 template <class T, class Enable = void>
 struct tensor_traits {
   /// Marks the primary template: no backend knows T.
@@ -211,6 +230,38 @@ struct has_check_compatible<
     T, std::void_t<decltype(tensor_traits<T>::check_compatible(
            std::declval<const T&>(), std::declval<const typename tensor_traits<T>::buffer_type&>()))>>
     : std::true_type {};
+
+template <class T, class = void>
+struct has_commit_predicting : std::false_type {};
+template <class T>
+struct has_commit_predicting<
+    T, std::void_t<decltype(tensor_traits<T>::commit_predicting(
+                       std::declval<traits_workspace_t<T>&>(), std::declval<const T&>(), std::declval<const T&>(),
+                       std::declval<traits_buffer_t<T>&>(), std::declval<traits_buffer_t<T>&>(), true,
+                       std::declval<const statistics_sampling&>(),
+                       std::declval<const commit_prediction<traits_buffer_t<T>>&>())),
+                   decltype(tensor_traits<T>::skip_error(std::declval<const traits_workspace_t<T>&>()))>>
+    : std::true_type {};
+
+// commit_predicting is used only when it extends the commit the traits have:
+// a traits class that declares predicting_commit() (the commit it extends,
+// host_tensor_traits does) and then a commit of its own (a derived
+// specialization that overrides it) gets that commit called instead.
+template <class T, class = void>
+struct declares_predicting_commit : std::false_type {};
+template <class T>
+struct declares_predicting_commit<T, std::void_t<decltype(tensor_traits<T>::predicting_commit())>> : std::true_type {};
+
+template <class T>
+bool commit_predicting_applies() noexcept {
+  if constexpr (declares_predicting_commit<T>::value) {
+    using commit_type = void (*)(traits_workspace_t<T>&, const T&, const T&, traits_buffer_t<T>&, traits_buffer_t<T>&,
+                                 bool, const statistics_sampling&);
+    return tensor_traits<T>::predicting_commit() == static_cast<commit_type>(&tensor_traits<T>::commit);
+  } else {
+    return true;
+  }
+}
 
 template <class T, class = void>
 struct has_resize_output : std::false_type {};

@@ -36,6 +36,14 @@ struct step_record {
   double predicted_error = std::numeric_limits<double>::quiet_NaN();
   /// E as compared with τ (including this step's ε); it is reset after a compute.
   double accumulated_error = std::numeric_limits<double>::quiet_NaN();
+  /// On a computed step of branch 0 after its first compute of the generation:
+  /// the error a skip would have made here, mean |v − p| / mean |v| over the
+  /// sampled elements, p what the configured predictor would have returned —
+  /// the realized counterpart of accumulated_error (which predicts it before the
+  /// step). Measured in the commit pass, which reads v and the cached vectors
+  /// anyway; NaN where the backend does not measure it (CUDA, at::Tensor, the
+  /// peer variants' scoped statistics, traits without commit_predicting).
+  double realized_error = std::numeric_limits<double>::quiet_NaN();
   easycache::action action = easycache::action::compute;
   easycache::reason reason = easycache::reason::no_history;
 };
@@ -135,7 +143,7 @@ inline std::string summary(const statistics& stats) {
 inline void write_csv(std::ostream& out, const std::vector<step_record>& trace) {
   std::string line =
       "step,branch,timestep,input_change,transformation_rate,output_norm,predicted_error,"
-      "accumulated_error,action,reason\n";
+      "accumulated_error,realized_error,action,reason\n";
   detail::write_text(out, line);
   for (const step_record& r : trace) {
     if (!out) return;
@@ -145,7 +153,7 @@ inline void write_csv(std::ostream& out, const std::vector<step_record>& trace) 
     detail::append_integer(line, r.branch);
     line += ',';
     for (double v : {r.timestep, r.input_change, r.transformation_rate, r.output_norm, r.predicted_error,
-                     r.accumulated_error}) {
+                     r.accumulated_error, r.realized_error}) {
       detail::append_number(line, v, "");
       line += ',';
     }
@@ -181,8 +189,8 @@ inline void write_json(std::ostream& out, const statistics& stats, const std::ve
   }
   text += "}},\"trace\":[";
   detail::write_text(out, text);
-  const char* names[] = {"timestep",    "input_change",    "transformation_rate",
-                         "output_norm", "predicted_error", "accumulated_error"};
+  const char* names[] = {"timestep",        "input_change",      "transformation_rate", "output_norm",
+                         "predicted_error", "accumulated_error", "realized_error"};
   bool first = true;
   for (const step_record& r : trace) {
     if (!out) return;
@@ -190,9 +198,9 @@ inline void write_json(std::ostream& out, const statistics& stats, const std::ve
     detail::append_integer(text, r.step);
     text += ",\"branch\":";
     detail::append_integer(text, r.branch);
-    const double values[] = {r.timestep,    r.input_change,    r.transformation_rate,
-                             r.output_norm, r.predicted_error, r.accumulated_error};
-    for (std::size_t i = 0; i < 6; ++i) {
+    const double values[] = {r.timestep,       r.input_change,      r.transformation_rate, r.output_norm,
+                             r.predicted_error, r.accumulated_error, r.realized_error};
+    for (std::size_t i = 0; i < 7; ++i) {
       text += ",\"";
       text += names[i];
       text += "\":";

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <type_traits>
 
@@ -55,6 +56,7 @@ class host_storage {
 
 struct host_workspace {
   double sums[statistic_slot_count] = {};
+  double skip_error = 0;  // Σ|v − p| of the last commit_predicting
 };
 
 }  // namespace detail
@@ -99,6 +101,29 @@ struct host_tensor_traits {
     workspace.sums[static_cast<std::size_t>(statistic_slot::input_change_since_compute)] = sums.input_change;
     workspace.sums[static_cast<std::size_t>(statistic_slot::output_norm)] = sums.output_norm;
   }
+
+  /// commit() that also measures what a skip would have returned (step_record::realized_error).
+  static void commit_predicting(workspace_type& workspace, const Tensor& x, const Tensor& v, buffer_type& x_last,
+                                buffer_type& delta, bool measure_change, const statistics_sampling& sampling,
+                                const commit_prediction<buffer_type>& prediction) {
+    using kind = detail::host::prediction_kind;
+    detail::host::prediction_args<Scalar> args;
+    args.kind = !prediction.delta_prev ? kind::constant : prediction.extrapolate ? kind::linear : kind::linear_constant;
+    args.delta_prev = prediction.delta_prev ? prediction.delta_prev->data() : nullptr;
+    args.weight = static_cast<Scalar>(prediction.weight);
+    const auto sums = detail::host::commit<Scalar>(self::data(x), self::data(v), x_last.data(), delta.data(),
+                                                   self::size(x), measure_change, sampling, args);
+    workspace.sums[static_cast<std::size_t>(statistic_slot::output_change)] = sums.output_change;
+    workspace.sums[static_cast<std::size_t>(statistic_slot::input_change_since_compute)] = sums.input_change;
+    workspace.sums[static_cast<std::size_t>(statistic_slot::output_norm)] = sums.output_norm;
+    workspace.skip_error = measure_change ? sums.skip_error : std::numeric_limits<double>::quiet_NaN();
+  }
+
+  static double skip_error(const workspace_type& workspace) noexcept { return workspace.skip_error; }
+  /// The commit that commit_predicting extends: a specialization that declares
+  /// its own commit (a pass of its own, a hook) hides this one, and the
+  /// controller then calls that commit and leaves realized_error unmeasured.
+  static constexpr auto predicting_commit() noexcept { return &host_tensor_traits::commit; }
 
   /// The peer variants' statistics (statistics_scope): scalar passes in a fixed element order.
   static void reduce_abs_diff_scoped(workspace_type& workspace, statistic_slot slot, const Tensor& x,

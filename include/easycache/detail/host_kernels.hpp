@@ -64,6 +64,21 @@ void for_each_chunk(std::size_t n, const statistics_sampling& sampling, Chunk&& 
   }
 }
 
+/// What a skip would have returned at a computed step, for the commit pass to
+/// measure against the step's output (step_record::realized_error) in the
+/// same pass: none; x + Δ (the constant predictor); or, for the linear
+/// predictor, x + Δ + w·(Δ − Δ_prev) when it extrapolates, x + Δ when it has
+/// no weight yet, and then the pass also moves Δ into Δ_prev (the copy the
+/// predictor needs before Δ is overwritten, folded into this pass).
+enum class prediction_kind { none, constant, linear_constant, linear };
+
+template <class S>
+struct prediction_args {
+  prediction_kind kind = prediction_kind::none;
+  S* delta_prev = nullptr;  // kind linear_constant or linear: Δ_prev, read (linear) and then set to Δ
+  S weight = 0;             // kind linear: w
+};
+
 // The float passes, four lanes at a time, and the double sum, two (simd.hpp).
 // Each has the scalar code's lane order, and writes with streaming stores
 // where `Stream`.
@@ -154,14 +169,21 @@ void add_extrapolated(const float* x, const float* delta, const float* delta_pre
   if constexpr (Stream) simd::stream_fence();
 }
 
-// The unsampled commit with its sums, over [0, n).
-template <bool Stream, bool MeasureChange>
+// The unsampled commit with its sums, over [0, n); with a prediction (only
+// where MeasureChange: a previous compute exists), also Σ|v − p| and, for the
+// linear predictor, Δ_prev = Δ.
+template <bool Stream, bool MeasureChange, prediction_kind Prediction = prediction_kind::none>
 void commit(const float* x, const float* v, float* x_last, float* delta, std::size_t n, double& output_change,
-            double& input_change, double& output_norm) noexcept {
+            double& input_change, double& output_norm, float* delta_prev = nullptr, float weight = 0,
+            double* skip_error = nullptr) noexcept {
+  static_assert(MeasureChange || Prediction == prediction_kind::none, "a prediction needs a previous compute");
+  constexpr bool predicts = Prediction != prediction_kind::none;
+  constexpr bool moves_delta = Prediction == prediction_kind::linear_constant || Prediction == prediction_kind::linear;
+  const simd::f32x4 w = simd::splat(weight);
   std::size_t i = 0;
   while (i + lanes <= n) {
     simd::f32x4 change[2] = {simd::zero(), simd::zero()}, moved[2] = {simd::zero(), simd::zero()},
-                norm[2] = {simd::zero(), simd::zero()};
+                norm[2] = {simd::zero(), simd::zero()}, error[2] = {simd::zero(), simd::zero()};
     const std::size_t stop = i + block <= n ? i + block : n - (n - i) % lanes;
     for (; i < stop; i += lanes)
       for (std::size_t h = 0; h < 2; ++h) {
@@ -171,6 +193,12 @@ void commit(const float* x, const float* v, float* x_last, float* delta, std::si
           const simd::f32x4 li = simd::load(x_last + k), di = simd::load(delta + k);
           change[h] = change[h] + simd::abs(vi - (li + di));
           moved[h] = moved[h] + simd::abs(xi - li);
+          if constexpr (Prediction == prediction_kind::linear) {
+            error[h] = error[h] + simd::abs(vi - (xi + (di + w * (di - simd::load(delta_prev + k)))));
+          } else if constexpr (predicts) {
+            error[h] = error[h] + simd::abs(vi - (xi + di));
+          }
+          if constexpr (moves_delta) put<Stream>(delta_prev + k, di);
         }
         norm[h] = norm[h] + simd::abs(vi);
         put<Stream>(x_last + k, xi);
@@ -179,13 +207,20 @@ void commit(const float* x, const float* v, float* x_last, float* delta, std::si
     simd::add_lanes(change[0], change[1], output_change);
     simd::add_lanes(moved[0], moved[1], input_change);
     simd::add_lanes(norm[0], norm[1], output_norm);
+    if constexpr (predicts) simd::add_lanes(error[0], error[1], *skip_error);
   }
   for (; i < n; ++i) {
     const float xi = load(x, i), vi = load(v, i);
     if constexpr (MeasureChange) {
-      const float li = load(x_last, i);
-      output_change += static_cast<double>(std::abs(vi - (li + load(delta, i))));
+      const float li = load(x_last, i), di = load(delta, i);
+      output_change += static_cast<double>(std::abs(vi - (li + di)));
       input_change += static_cast<double>(std::abs(xi - li));
+      if constexpr (Prediction == prediction_kind::linear) {
+        *skip_error += static_cast<double>(std::abs(vi - (xi + (di + weight * (di - load(delta_prev, i))))));
+      } else if constexpr (predicts) {
+        *skip_error += static_cast<double>(std::abs(vi - (xi + di)));
+      }
+      if constexpr (moves_delta) store(delta_prev, i, di);
     }
     output_norm += static_cast<double>(std::abs(vi));
     store(x_last, i, xi);
@@ -282,20 +317,35 @@ struct commit_sums {
   double output_change = 0;  // Σ|v − (x_last + delta)|
   double input_change = 0;   // Σ|x − x_last|
   double output_norm = 0;    // Σ|v|
+  double skip_error = 0;     // Σ|v − p|, p the prediction (prediction_kind), when there is one
 };
+
+// The prediction's term at element i, before Δ (and Δ_prev) are overwritten.
+template <class L, class S>
+L skip_term(prediction_kind kind, L xi, L vi, L di, const prediction_args<S>& prediction, std::size_t i) {
+  if (kind == prediction_kind::linear) {
+    const L dpi = static_cast<L>(load(prediction.delta_prev, i));
+    return std::abs(vi - (xi + (di + static_cast<L>(prediction.weight) * (di - dpi))));
+  }
+  return std::abs(vi - (xi + di));
+}
 
 // The sums of a commit over sampled elements of one chunk (before it is overwritten).
 template <class S>
 void commit_sums_range(const S* x, const S* v, const S* x_last, const S* delta, std::size_t begin, std::size_t end,
-                       std::size_t step, bool measure_change, commit_sums& sums) {
+                       std::size_t step, bool measure_change, commit_sums& sums,
+                       const prediction_args<S>& prediction = {}) {
   using L = lane_type<S>;
+  const bool predicts = measure_change && prediction.kind != prediction_kind::none;
   for (std::size_t i = begin; i < end; i += step) {
     const L vi = static_cast<L>(load(v, i));
     sums.output_norm += static_cast<double>(std::abs(vi));
     if (measure_change) {
-      const L li = static_cast<L>(load(x_last, i));
-      sums.output_change += static_cast<double>(std::abs(vi - (li + static_cast<L>(load(delta, i)))));
-      sums.input_change += static_cast<double>(std::abs(static_cast<L>(load(x, i)) - li));
+      const L li = static_cast<L>(load(x_last, i)), xi = static_cast<L>(load(x, i));
+      const L di = static_cast<L>(load(delta, i));
+      sums.output_change += static_cast<double>(std::abs(vi - (li + di)));
+      sums.input_change += static_cast<double>(std::abs(xi - li));
+      if (predicts) sums.skip_error += static_cast<double>(skip_term<L>(prediction.kind, xi, vi, di, prediction, i));
     }
   }
 }
@@ -311,6 +361,12 @@ void commit_writes(const S* x, const S* v, S* x_last, S* delta, std::size_t begi
     store(x_last, i, xi);
     store(delta, i, load(v, i) - xi);
   }
+}
+
+// Δ_prev = Δ over [begin, end), before commit_writes overwrites Δ (the linear predictor's copy).
+template <class S>
+void move_delta(const S* delta, S* delta_prev, std::size_t begin, std::size_t end) noexcept {
+  for (std::size_t i = begin; i < end; ++i) store(delta_prev, i, load(delta, i));
 }
 
 // commit_writes, also returning the sum of v − v (0, or NaN for a non-finite v).
@@ -330,13 +386,17 @@ S commit_writes_checked(const S* x, const S* v, S* x_last, S* delta, std::size_t
 // in double over blocks. Left to the vectorizer (once the loads were memcpys)
 // the lane loop was unrolled first and then vectorized across iterations of
 // the block loop, with shuffles: 1.4x (clang 14) to 2.4x (g++ 12) slower.
-template <bool MeasureChange>
+template <bool MeasureChange, prediction_kind Prediction = prediction_kind::none>
 void commit_lanes(const double* x, const double* v, double* x_last, double* delta, std::size_t n,
-                  commit_sums& sums) noexcept {
+                  commit_sums& sums, const prediction_args<double>& prediction = {}) noexcept {
+  constexpr bool predicts = Prediction != prediction_kind::none;
+  constexpr bool moves_delta = Prediction == prediction_kind::linear_constant || Prediction == prediction_kind::linear;
+  const simd::f64x2 w = simd::splat_f64x2(prediction.weight);
+  double* const delta_prev = prediction.delta_prev;
   std::size_t i = 0;
   while (i + lanes <= n) {
-    simd::f64x2 change[4], moved[4], norm[4];
-    for (std::size_t h = 0; h < 4; ++h) change[h] = moved[h] = norm[h] = simd::zero_f64x2();
+    simd::f64x2 change[4], moved[4], norm[4], error[4];
+    for (std::size_t h = 0; h < 4; ++h) change[h] = moved[h] = norm[h] = error[h] = simd::zero_f64x2();
     const std::size_t stop = i + block <= n ? i + block : n - (n - i) % lanes;
     for (; i < stop; i += lanes)
       for (std::size_t h = 0; h < 4; ++h) {
@@ -346,6 +406,12 @@ void commit_lanes(const double* x, const double* v, double* x_last, double* delt
           const simd::f64x2 li = simd::load(x_last + k), di = simd::load(delta + k);
           change[h] = change[h] + simd::abs(vi - (li + di));
           moved[h] = moved[h] + simd::abs(xi - li);
+          if constexpr (Prediction == prediction_kind::linear) {
+            error[h] = error[h] + simd::abs(vi - (xi + (di + w * (di - simd::load(delta_prev + k)))));
+          } else if constexpr (predicts) {
+            error[h] = error[h] + simd::abs(vi - (xi + di));
+          }
+          if constexpr (moves_delta) simd::store(delta_prev + k, di);
         }
         norm[h] = norm[h] + simd::abs(vi);
         simd::store(x_last + k, xi);
@@ -354,34 +420,70 @@ void commit_lanes(const double* x, const double* v, double* x_last, double* delt
     simd::add_lanes(change, sums.output_change);
     simd::add_lanes(moved, sums.input_change);
     simd::add_lanes(norm, sums.output_norm);
+    if constexpr (predicts) simd::add_lanes(error, sums.skip_error);
   }
   if (i < n) {
-    commit_sums_range(x, v, x_last, delta, i, n, 1, MeasureChange, sums);
+    commit_sums_range(x, v, x_last, delta, i, n, 1, MeasureChange, sums, prediction);
+    if constexpr (moves_delta) move_delta(delta, delta_prev, i, n);
     commit_writes(x, v, x_last, delta, i, n);
   }
 }
 
 /// The commit of a computed anchor step, one pass: the sums (output change and
 /// input change since the last compute when measure_change; output norm
-/// always), then x_last = x and delta = v − x.
+/// always), then x_last = x and delta = v − x. With a prediction and
+/// measure_change, also Σ|v − p| of what a skip would have returned, and (the
+/// linear predictor) Δ_prev = Δ; without measure_change a prediction is ignored.
 template <class S>
 commit_sums commit(const S* x, const S* v, S* x_last, S* delta, std::size_t n, bool measure_change,
-                   const statistics_sampling& sampling) {
+                   const statistics_sampling& sampling, const prediction_args<S>& prediction = {}) {
   commit_sums sums;
+  const prediction_kind kind = measure_change ? prediction.kind : prediction_kind::none;
   if (sampling.stride <= 1) {
     if constexpr (std::is_same_v<S, float>) {
       const bool stream = simd::use_streaming_stores(n, x_last, delta);
-      auto& [change, moved, norm] = sums;
-      if (stream && measure_change) vec::commit<true, true>(x, v, x_last, delta, n, change, moved, norm);
-      if (stream && !measure_change) vec::commit<true, false>(x, v, x_last, delta, n, change, moved, norm);
-      if (!stream && measure_change) vec::commit<false, true>(x, v, x_last, delta, n, change, moved, norm);
-      if (!stream && !measure_change) vec::commit<false, false>(x, v, x_last, delta, n, change, moved, norm);
+      auto& [change, moved, norm, error] = sums;
+      auto run = [&](auto stream_tag, auto measure_tag, auto prediction_tag) {
+        vec::commit<decltype(stream_tag)::value, decltype(measure_tag)::value, decltype(prediction_tag)::value>(
+            x, v, x_last, delta, n, change, moved, norm, prediction.delta_prev, prediction.weight, &error);
+      };
+      using yes = std::true_type;
+      using no = std::false_type;
+      using none = std::integral_constant<prediction_kind, prediction_kind::none>;
+      using constant = std::integral_constant<prediction_kind, prediction_kind::constant>;
+      using linear_constant = std::integral_constant<prediction_kind, prediction_kind::linear_constant>;
+      using linear = std::integral_constant<prediction_kind, prediction_kind::linear>;
+      auto with_stream = [&](auto stream_tag) {
+        if (!measure_change) return run(stream_tag, no{}, none{});
+        switch (kind) {
+          case prediction_kind::none: return run(stream_tag, yes{}, none{});
+          case prediction_kind::constant: return run(stream_tag, yes{}, constant{});
+          case prediction_kind::linear_constant: return run(stream_tag, yes{}, linear_constant{});
+          case prediction_kind::linear: return run(stream_tag, yes{}, linear{});
+        }
+      };
+      if (stream) {
+        with_stream(yes{});
+      } else {
+        with_stream(no{});
+      }
       return sums;
     } else {
-      if (measure_change) {
-        commit_lanes<true>(x, v, x_last, delta, n, sums);
-      } else {
+      if (!measure_change) {
         commit_lanes<false>(x, v, x_last, delta, n, sums);
+      } else {
+        switch (kind) {
+          case prediction_kind::none: commit_lanes<true>(x, v, x_last, delta, n, sums); break;
+          case prediction_kind::constant:
+            commit_lanes<true, prediction_kind::constant>(x, v, x_last, delta, n, sums, prediction);
+            break;
+          case prediction_kind::linear_constant:
+            commit_lanes<true, prediction_kind::linear_constant>(x, v, x_last, delta, n, sums, prediction);
+            break;
+          case prediction_kind::linear:
+            commit_lanes<true, prediction_kind::linear>(x, v, x_last, delta, n, sums, prediction);
+            break;
+        }
       }
       return sums;
     }
@@ -390,9 +492,12 @@ commit_sums commit(const S* x, const S* v, S* x_last, S* delta, std::size_t n, b
   // otherwise, so a non-finite output anywhere makes the norm NaN and is never
   // cached (in this pass, which reads every element anyway).
   S finite_check = 0;
-  for_each_chunk(n, sampling, [x, v, x_last, delta, measure_change, &sums, &finite_check](
+  const prediction_args<S> used{kind, prediction.delta_prev, prediction.weight};
+  const bool moves = kind == prediction_kind::linear_constant || kind == prediction_kind::linear;
+  for_each_chunk(n, sampling, [x, v, x_last, delta, measure_change, &sums, &finite_check, &used, moves](
                                   std::size_t begin, std::size_t end, std::size_t step) {
-    if (step) commit_sums_range(x, v, x_last, delta, begin, end, step, measure_change, sums);
+    if (step) commit_sums_range(x, v, x_last, delta, begin, end, step, measure_change, sums, used);
+    if (moves) move_delta(delta, used.delta_prev, begin, end);
     finite_check += commit_writes_checked(x, v, x_last, delta, begin, end);
   });
   sums.output_norm += static_cast<double>(finite_check);

@@ -63,6 +63,8 @@ inline void store(double* p, f64x2 a) noexcept { _mm_storeu_pd(p, a.v); }
 inline f64x2 operator+(f64x2 a, f64x2 b) noexcept { return {_mm_add_pd(a.v, b.v)}; }
 inline f64x2 operator-(f64x2 a, f64x2 b) noexcept { return {_mm_sub_pd(a.v, b.v)}; }
 inline f64x2 abs(f64x2 a) noexcept { return {_mm_andnot_pd(_mm_set1_pd(-0.0), a.v)}; }
+inline f64x2 operator*(f64x2 a, f64x2 b) noexcept { return {_mm_mul_pd(a.v, b.v)}; }
+inline f64x2 splat_f64x2(double a) noexcept { return {_mm_set1_pd(a)}; }
 inline void lanes(f64x2 a, double (&out)[2]) noexcept { _mm_storeu_pd(out, a.v); }
 #elif defined(EASYCACHE_DETAIL_SIMD_NEON)
 struct f32x4 {
@@ -126,6 +128,8 @@ inline f64x2 load(const double* p) noexcept {
 inline void store(double* p, f64x2 a) noexcept { std::memcpy(reinterpret_cast<unsigned char*>(p), a.v, sizeof a.v); }
 inline f64x2 operator+(f64x2 a, f64x2 b) noexcept { return {{a.v[0] + b.v[0], a.v[1] + b.v[1]}}; }
 inline f64x2 operator-(f64x2 a, f64x2 b) noexcept { return {{a.v[0] - b.v[0], a.v[1] - b.v[1]}}; }
+inline f64x2 operator*(f64x2 a, f64x2 b) noexcept { return {{a.v[0] * b.v[0], a.v[1] * b.v[1]}}; }
+inline f64x2 splat_f64x2(double a) noexcept { return {{a, a}}; }
 inline f64x2 abs(f64x2 a) noexcept {
   for (int j = 0; j < 2; ++j) a.v[j] = a.v[j] < 0.0 ? -a.v[j] : a.v[j];
   return a;

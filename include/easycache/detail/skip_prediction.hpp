@@ -96,17 +96,23 @@ struct branch_cache {
       }
     }
     if constexpr (has_extrapolation<Tensor>::value) {
-      if (predictor == skip_predictor::linear_in_timestep && computes >= 2 && timestep_last != timestep_prev) {
-        const double weight = (timestep - timestep_last) / (timestep_last - timestep_prev);
-        // Finite timesteps whose differences overflow give an infinite or NaN
-        // weight, which would make every element ±∞ or NaN: no extrapolation then.
-        if (std::isfinite(weight)) {
-          Traits::apply_delta_extrapolated(x, delta, delta_prev, weight, out, input_copy);
-          return;
-        }
+      double weight = 0;
+      if (predictor == skip_predictor::linear_in_timestep && extrapolation_weight(timestep, weight)) {
+        Traits::apply_delta_extrapolated(x, delta, delta_prev, weight, out, input_copy);
+        return;
       }
     }
     Traits::apply_delta(x, delta, out, input_copy);
+  }
+
+  /// The linear predictor's weight at `timestep`, (t − t_a) / (t_a − t_b), when it
+  /// extrapolates: two computes with distinct timesteps and a finite weight
+  /// (finite timesteps whose differences overflow give an infinite or NaN
+  /// weight, which would make every element ±∞ or NaN: no extrapolation then).
+  bool extrapolation_weight(double timestep, double& weight) const noexcept {
+    if (computes < 2 || timestep_last == timestep_prev) return false;
+    weight = (timestep - timestep_last) / (timestep_last - timestep_prev);
+    return std::isfinite(weight);
   }
 };
 
