@@ -442,10 +442,10 @@ commit_sums commit(const S* x, const S* v, S* x_last, S* delta, std::size_t n, b
   if (sampling.stride <= 1) {
     if constexpr (std::is_same_v<S, float>) {
       const bool stream = simd::use_streaming_stores(n, x_last, delta);
-      auto& [change, moved, norm, error] = sums;
       auto run = [&](auto stream_tag, auto measure_tag, auto prediction_tag) {
         vec::commit<decltype(stream_tag)::value, decltype(measure_tag)::value, decltype(prediction_tag)::value>(
-            x, v, x_last, delta, n, change, moved, norm, prediction.delta_prev, prediction.weight, &error);
+            x, v, x_last, delta, n, sums.output_change, sums.input_change, sums.output_norm, prediction.delta_prev,
+            prediction.weight, &sums.skip_error);
       };
       using yes = std::true_type;
       using no = std::false_type;
