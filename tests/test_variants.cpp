@@ -33,6 +33,14 @@ TEST_CASE("defaults are the reference's rules", "[variants][config]") {
   CHECK(comfy.window->end == 0.95);
   CHECK(comfy.sampling.stride == 8);
   CHECK_NOTHROW(comfy.validate());
+  const auto quality = easycache::config::quality(50);
+  CHECK(quality.predictor == easycache::skip_predictor::linear_in_timestep);
+  CHECK(quality.estimate == easycache::error_estimate::predictor_residual);
+  CHECK(quality.warmup_steps == 5);
+  CHECK(quality.branches == 2);
+  CHECK(easycache::config::quality(8, 1).warmup_steps == 1);
+  CHECK_NOTHROW(quality.validate());
+  CHECK(c.estimate == easycache::error_estimate::output_drift);
 }
 
 TEST_CASE("variant: dx measured from the last computed step", "[variants]") {
