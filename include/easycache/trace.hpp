@@ -43,6 +43,7 @@ struct step_record {
   /// step). Measured in the commit pass, which reads v and the cached vectors
   /// anyway; NaN where the backend does not measure it (CUDA, at::Tensor, the
   /// peer variants' scoped statistics, traits without commit_predicting).
+  /// Under a statistics reduction it is this rank's own (decisions never read it).
   double realized_error = std::numeric_limits<double>::quiet_NaN();
   easycache::action action = easycache::action::compute;
   easycache::reason reason = easycache::reason::no_history;
