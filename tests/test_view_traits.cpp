@@ -86,7 +86,9 @@ TEST_CASE("a tensor viewed as a host buffer takes the host buffer's decisions an
     for (std::size_t i = 0; i < viewed.size(); ++i) {
       CHECK(same(viewed[i].input_change, direct[i].input_change));
       CHECK(same(viewed[i].accumulated_error, direct[i].accumulated_error));
+      CHECK(same(viewed[i].realized_error, direct[i].realized_error));
     }
+    CHECK(std::isfinite(viewed.back().realized_error));  // measured through the view's commit_predicting
   }
 }
 

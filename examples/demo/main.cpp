@@ -3,7 +3,10 @@
 // (flow matching, shift 5, 50 Euler steps, classifier-free guidance: two calls a
 // step) with and without EasyCache at the reference Wan2.1 settings.
 //
-//   demo [--model PATH] [--out DIR] [--repeats N] [--quick]
+//   demo [--model PATH] [--out DIR] [--repeats N] [--quick] [--quality]
+//
+// --quality: easycache's own quality mode (config::quality) in place of the
+// reference's Wan2.1 settings.
 //
 // Prints the denoiser calls, the wall-clock speedup (median of N timed repeats)
 // and PSNR / SSIM against the uncached clips; writes the clips as PNG strips.
@@ -73,7 +76,7 @@ dit::gray_image layout(const std::vector<clip_result>& results, const dit::dimen
 int run(int argc, char** argv) {
   std::string model_path = EASYCACHE_MODEL_PATH, out_dir = "out/demo";
   std::size_t repeats = 3;
-  bool quick = false;
+  bool quick = false, quality = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--model" && i + 1 < argc) {
@@ -82,10 +85,12 @@ int run(int argc, char** argv) {
       out_dir = argv[++i];
     } else if (arg == "--repeats" && i + 1 < argc) {
       repeats = std::max<std::size_t>(1, std::strtoul(argv[++i], nullptr, 10));
+    } else if (arg == "--quality") {
+      quality = true;
     } else if (arg == "--quick") {
       quick = true;
     } else {
-      std::fprintf(stderr, "usage: demo [--model PATH] [--out DIR] [--repeats N] [--quick]\n");
+      std::fprintf(stderr, "usage: demo [--model PATH] [--out DIR] [--repeats N] [--quick] [--quality]\n");
       return 2;
     }
   }
@@ -94,7 +99,8 @@ int run(int argc, char** argv) {
   const dit::dimensions& d = model.sizes();
   const dit::sampler_settings settings;  // Wan2.1: 50 steps, shift 5, guidance 5
   dit::sampler sampler(model, settings);
-  easycache::controller<Eigen::VectorXf> cache(easycache::config::wan21(settings.steps));
+  easycache::controller<Eigen::VectorXf> cache(quality ? easycache::config::quality(settings.steps)
+                                                       : easycache::config::wan21(settings.steps));
   const easycache::config& cfg = cache.configuration();
 
   std::vector<clip_request> requests = {{0, 1}, {3, 2}, {5, 3}, {8, 4}};
@@ -108,8 +114,14 @@ int run(int argc, char** argv) {
               d.width);
   std::printf("sampler (as Wan2.1): flow matching, shift %.0f, %zu Euler steps, guidance %.1f: 2 calls a step\n",
               settings.shift, settings.steps, static_cast<double>(settings.guidance));
-  std::printf("EasyCache: config::wan21(%zu): tau %.3g, warm-up %zu steps, last step computed\n\n", settings.steps,
-              cfg.threshold, cfg.warmup_steps);
+  if (quality) {
+    std::printf("easycache quality mode: config::quality(%zu): tau %.3g, warm-up %zu steps, last step computed, "
+                "linear predictor, predictor_residual\n\n",
+                settings.steps, cfg.threshold, cfg.warmup_steps);
+  } else {
+    std::printf("EasyCache: config::wan21(%zu): tau %.3g, warm-up %zu steps, last step computed\n\n", settings.steps,
+                cfg.threshold, cfg.warmup_steps);
+  }
 
   std::vector<clip_result> results(requests.size());
   std::vector<double> uncached_seconds(repeats, 0.0), cached_seconds(repeats, 0.0);

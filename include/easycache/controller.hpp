@@ -368,32 +368,31 @@ class controller {
   }
 
   // The anchor's commit pass: the sums the next decision reads, then x_last and
-  // Δ (and the linear predictor's Δ_prev). Backends with commit_predicting (the
-  // host ones) also measure in it what a skip would have returned here, for
-  // `realized_error`; their sums are host memory, read without a sync.
+  // Δ (and the linear predictor's Δ_prev). Backends with commit_predicting also
+  // measure in it what a skip would have returned here, for `realized_error`;
+  // where they did (host memory: skip_error is not NaN) the sums are read now,
+  // which costs no sync there.
   void commit_anchor(const Tensor& x, const Tensor& out, double timestep, double& realized_error) {
     branch_cache& anchor = caches_[0];
     const bool measure_change = measurement_.commit_measures_change();
     if constexpr (detail::has_commit_predicting<Tensor>::value) {
       if (measure_change && !scoped_statistics() && detail::commit_predicting_applies<Tensor>()) {
-        if (config_.predictor == skip_predictor::last_output) {
-          ops::commit(workspace_, x, out, x_last_, anchor.delta, v_last_, true, config_, anchor.size);
-        } else {
-          commit_prediction<buffer_type> prediction;
-          if constexpr (detail::has_extrapolation<Tensor>::value) {
-            if (config_.predictor == skip_predictor::linear_in_timestep) {
-              prediction.delta_prev = &anchor.delta_prev;
-              prediction.extrapolate = anchor.extrapolation_weight(timestep, prediction.weight);
-            }
+        commit_prediction<buffer_type> prediction;  // x + Δ, or the linear predictor's (last_output: see below)
+        if constexpr (detail::has_extrapolation<Tensor>::value) {
+          if (config_.predictor == skip_predictor::linear_in_timestep) {
+            prediction.delta_prev = &anchor.delta_prev;
+            prediction.extrapolate = anchor.extrapolation_weight(timestep, prediction.weight);
           }
-          traits::commit_predicting(workspace_, x, out, x_last_, anchor.delta, true, config_.sampling, prediction);
         }
+        traits::commit_predicting(workspace_, x, out, x_last_, anchor.delta, true, config_.sampling, prediction);
+        const double skip_error = traits::skip_error(workspace_);
+        if (std::isnan(skip_error)) return;  // not measured (a device tensor), or a non-finite output
         double sums[statistic_slot_count] = {};
         traits::read(workspace_, sums);
         // The last output is x_last + Δ: its error is the output change the pass sums anyway.
         const double error_sum = config_.predictor == skip_predictor::last_output
                                      ? sums[static_cast<std::size_t>(statistic_slot::output_change)]
-                                     : traits::skip_error(workspace_);
+                                     : skip_error;
         const double sampled = static_cast<double>(detail::anchor_measurement::sampled_elements(config_, anchor.size));
         const double norm = sums[static_cast<std::size_t>(statistic_slot::output_norm)] /
                             static_cast<double>(detail::anchor_measurement::norm_elements(config_, anchor.size));

@@ -100,6 +100,19 @@ struct view_traits {
     auto out_view = as_view(out);
     tensor_traits<V>::apply_saved_output(as_view(x), x_saved, delta, out_view, input_copy);
   }
+  template <class V = View, std::enable_if_t<detail::has_commit_predicting<V>::value, int> = 0>
+  static void commit_predicting(workspace_type& workspace, const T& x, const T& v, buffer_type& x_last,
+                                buffer_type& delta, bool measure_change, const statistics_sampling& sampling,
+                                const commit_prediction<buffer_type>& prediction) {
+    tensor_traits<V>::commit_predicting(workspace, as_view(x), as_view(v), x_last, delta, measure_change, sampling,
+                                        prediction);
+  }
+  template <class V = View, std::enable_if_t<detail::has_commit_predicting<V>::value, int> = 0>
+  static double skip_error(const workspace_type& workspace) {
+    return tensor_traits<V>::skip_error(workspace);
+  }
+  /// commit_predicting extends this commit: a Derived that declares its own gets that one called.
+  static constexpr auto predicting_commit() noexcept { return &view_traits::commit; }
   template <class V = View, std::enable_if_t<detail::has_scoped_statistics<V>::value, int> = 0>
   static void reduce_abs_diff_scoped(workspace_type& workspace, statistic_slot slot, const T& x,
                                      const buffer_type& ref, const statistics_scope& scope) {

@@ -90,9 +90,24 @@ TEST_CASE("CPU float32 and float64 tensors take the fused host passes: Eigen's r
   if (device != at::kCPU) return;  // CUDA tensors take the ATen path
   for (const easycache::config& cfg : script::configurations(0.3)) {
     INFO(script::describe(cfg));
-    // The same passes as Eigen's: every statistic and output equal, not close.
-    script::compare(run_torch(at::kDouble, cfg), script::run_eigen<double>(cfg, script::size), cfg.branches, 0.0);
-    script::compare(run_torch(at::kFloat, cfg), script::run_eigen<float>(cfg, script::size), cfg.branches, 0.0);
+    // The same passes as Eigen's: every statistic and output equal, not close,
+    // the trace's realized_error included.
+    const script::result torch_double = run_torch(at::kDouble, cfg), torch_float = run_torch(at::kFloat, cfg);
+    const script::result eigen_double = script::run_eigen<double>(cfg, script::size);
+    const script::result eigen_float = script::run_eigen<float>(cfg, script::size);
+    script::compare(torch_double, eigen_double, cfg.branches, 0.0);
+    script::compare(torch_float, eigen_float, cfg.branches, 0.0);
+    std::size_t measured = 0;
+    for (std::size_t i = 0; i < eigen_float.trace.size(); ++i) {
+      INFO("evaluation " << i);
+      for (const auto* pair : {&torch_double, &torch_float}) {
+        const double got = pair->trace[i].realized_error;
+        const double want = (pair == &torch_double ? eigen_double : eigen_float).trace[i].realized_error;
+        CHECK((got == want || (std::isnan(got) && std::isnan(want))));
+      }
+      measured += std::isfinite(eigen_float.trace[i].realized_error);
+    }
+    CHECK(measured > 0);
   }
 }
 #endif
@@ -104,8 +119,11 @@ TEST_CASE("float16 and bfloat16 tensors take Eigen's decisions where no decision
     const script::result reference = script::run_eigen<double>(cfg, script::size);
     // The rounding of 16-bit elements moves the statistics by well under 5%.
     REQUIRE(script::margin(reference, cfg.threshold) > 0.05);
-    script::compare(run_torch(at::kHalf, cfg), reference, cfg.branches, 2e-2);
+    const script::result half = run_torch(at::kHalf, cfg);
+    script::compare(half, reference, cfg.branches, 2e-2);
     script::compare(run_torch(at::kBFloat16, cfg), reference, cfg.branches, 5e-2);
+    // The ATen path does not measure the realized error: NaN, never a wrong number.
+    for (const auto& r : half.trace) CHECK(std::isnan(r.realized_error));
   }
 }
 

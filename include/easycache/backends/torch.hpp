@@ -30,6 +30,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 
 #include <ATen/ATen.h>
 #include <ATen/MemoryOverlap.h>
@@ -58,6 +59,7 @@ struct buffer {
 struct workspace {
   bool fused = false;  // the generation's tensors take the fused host passes (host_sums)
   double host_sums[statistic_slot_count] = {};
+  double skip_error = std::numeric_limits<double>::quiet_NaN();  // Σ|v − p| of the last commit_predicting (CPU)
   at::Tensor sums;     // statistic_slot_count sums on the input's device (float32, or float64)
   at::Tensor host;     // their host mirror (pinned for a CUDA device)
   at::Tensor scratch;  // one element per input element: |a − b| before the sum
@@ -365,6 +367,40 @@ struct tensor_traits<at::Tensor> {
     detail::torch::record_use(to);
     to.values.copy_(from.values);
   }
+
+  /// commit() that, for CPU float/double tensors (the fused host passes), also
+  /// measures what a skip would have returned (step_record::realized_error);
+  /// elsewhere (CUDA, 16-bit) the linear predictor's copy, commit(), and no measurement.
+  static void commit_predicting(workspace_type& ws, const at::Tensor& x, const at::Tensor& v, buffer_type& x_last,
+                                buffer_type& delta, bool measure_change, const statistics_sampling& sampling,
+                                const commit_prediction<buffer_type>& prediction) {
+    if (detail::torch::fused(x)) {
+      detail::torch::with_host_scalar(x, [&](auto s) {
+        using S = decltype(s);
+        using detail::torch::elements;
+        using kind = detail::host::prediction_kind;
+        detail::host::prediction_args<S> args;
+        args.kind = !prediction.delta_prev ? kind::constant : prediction.extrapolate ? kind::linear : kind::linear_constant;
+        args.delta_prev = prediction.delta_prev ? elements<S>(prediction.delta_prev->values) : nullptr;
+        args.weight = static_cast<S>(prediction.weight);
+        const auto sums = detail::host::commit<S>(elements<S>(x), elements<S>(v), elements<S>(x_last.values),
+                                                  elements<S>(delta.values), detail::torch::count(x), measure_change,
+                                                  sampling, args);
+        ws.host_sums[static_cast<std::size_t>(statistic_slot::output_change)] = sums.output_change;
+        ws.host_sums[static_cast<std::size_t>(statistic_slot::input_change_since_compute)] = sums.input_change;
+        ws.host_sums[static_cast<std::size_t>(statistic_slot::output_norm)] = sums.output_norm;
+        ws.skip_error = measure_change ? sums.skip_error : std::numeric_limits<double>::quiet_NaN();
+      });
+      return;
+    }
+    if (prediction.delta_prev) copy(x, delta, *prediction.delta_prev);
+    commit(ws, x, v, x_last, delta, measure_change, sampling);
+    ws.skip_error = std::numeric_limits<double>::quiet_NaN();
+  }
+
+  /// The last commit_predicting's Σ|v − p|: host memory, NaN where it was not measured.
+  static double skip_error(const workspace_type& ws) noexcept { return ws.skip_error; }
+  static constexpr auto predicting_commit() noexcept { return &tensor_traits::commit; }
 
   static void commit(workspace_type& ws, const at::Tensor& x, const at::Tensor& v, buffer_type& x_last,
                      buffer_type& delta, bool measure_change, const statistics_sampling& sampling) {
