@@ -4,9 +4,6 @@
 // One executable for both devices: `--device cpu` (the default) or
 // `--device cuda`, which exits with code 77 (CTest: skipped) when LibTorch has
 // no CUDA device.
-#define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -24,6 +21,11 @@
 #include <c10/util/Optional.h>
 #include <easycache/easycache.hpp>
 #include <easycache/backends/torch.hpp>
+
+// After ATen: c10's logging header defines a glog-style CHECK (fatal on
+// failure, silent on success) that would otherwise replace Catch's.
+#define CATCH_CONFIG_RUNNER
+#include <catch2/catch.hpp>
 
 #include "../backend_comparison.hpp"
 

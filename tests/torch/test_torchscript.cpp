@@ -2,9 +2,11 @@
 // models/export_torchscript.py): the committed file is the one exported, and
 // LibTorch's forward pass of it is the Eigen forward pass of digits_dit.bin
 // (examples/dit/dit.hpp) to float32 tolerance, for batches of one and two.
-#include <catch2/catch.hpp>
-
 #include <torch/script.h>
+
+// After LibTorch: c10's logging header defines a glog-style CHECK (fatal on
+// failure, silent on success) that would otherwise replace Catch's.
+#include <catch2/catch.hpp>
 
 #include <cmath>
 #include <cstring>
