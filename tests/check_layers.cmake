@@ -5,9 +5,9 @@
 # Every header must be listed; a new one is placed here.
 #   cmake -DINCLUDE_DIR=<repository>/include/easycache -P check_layers.cmake
 cmake_minimum_required(VERSION 3.16)
-set(layer_0 detail/format.hpp detail/float32.hpp detail/macros.hpp detail/simd.hpp)  # standard library only
+set(layer_0 detail/format.hpp detail/float32.hpp detail/macros.hpp detail/simd.hpp half.hpp detail/half_convert.hpp)  # standard library only
 set(layer_1 error.hpp types.hpp sampling.hpp tensor_traits.hpp)  # what a tensor and its passes are told
-set(layer_2 detail/host_kernels.hpp detail/scoped_kernels.hpp detail/device_passes.hpp detail/cuda_kernels.cuh)  # kernels
+set(layer_2 detail/host_kernels.hpp detail/mixed_kernels.hpp detail/scoped_kernels.hpp detail/device_passes.hpp detail/cuda_kernels.cuh)  # kernels
 set(layer_3 config.hpp decision.hpp)  # the configuration and a decision's vocabulary
 set(layer_4 detail/generation.hpp detail/step_sequencer.hpp detail/anchor_measurement.hpp detail/skip_prediction.hpp
     detail/tensor_ops.hpp detail/invoke.hpp detail/peer_rules.hpp detail/window.hpp detail/policy_support.hpp)  # the controller's parts

@@ -302,8 +302,9 @@ struct missing_traits_diagnostic {
 template <class Scalar>
 struct missing_traits_diagnostic<host_buffer<Scalar>> {
   static_assert(dependent_false<Scalar>,
-                "easycache: no easycache::tensor_traits for this host_buffer<Scalar>: host buffers hold float or "
-                "double elements (include easycache/backends/host_buffer.hpp for those)");
+                "easycache: no easycache::tensor_traits for this host_buffer<Scalar>: host buffers hold float, "
+                "double, easycache::float16 or easycache::bfloat16 elements (include "
+                "easycache/backends/host_buffer.hpp for those; easycache::host_view for a type known at run time)");
 };
 
 template <bool Present>

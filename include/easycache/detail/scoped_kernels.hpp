@@ -14,14 +14,18 @@
 #include <type_traits>
 
 #include "../sampling.hpp"
+#include "half_convert.hpp"
 #include "host_kernels.hpp"
 
 namespace easycache::detail::scoped {
 
 // Elements go through bytes, as in the other host passes (host tensors may
-// start at any address).
-using host::load;
-using host::store;
+// start at any address); 16-bit elements are computed in float.
+using half_convert::put;
+using half_convert::value;
+
+template <class S>
+using arithmetic = decltype(value(static_cast<const S*>(nullptr), 0));
 
 /// The sampled elements of [0, extent) in ascending order: every element,
 /// every stride-th one, or every stride-th row and column of each height x
@@ -68,20 +72,20 @@ class sample_cursor {
 template <class S, bool Sequential>
 using accumulator = std::conditional_t<Sequential, S, double>;
 
-template <class S, bool Sequential>
-double sum_abs_diff(const S* a, const S* b, const statistics_scope& scope) noexcept {
-  accumulator<S, Sequential> sum = 0;
+template <class E, class B, bool Sequential>
+double sum_abs_diff(const E* a, const B* b, const statistics_scope& scope) noexcept {
+  accumulator<arithmetic<E>, Sequential> sum = 0;
   for (sample_cursor at(scope.extent, scope.sampling); at.index() != sample_cursor::done; at.advance()) {
     const std::size_t i = at.index();
-    sum += static_cast<accumulator<S, Sequential>>(std::abs(load(a, i) - load(b, i)));
+    sum += static_cast<accumulator<arithmetic<E>, Sequential>>(std::abs(value(a, i) - value(b, i)));
   }
   return static_cast<double>(sum);
 }
 
-/// Σ|a − b| over the scope's sampled elements.
-template <class S>
-double sum_abs_diff(const S* a, const S* b, const statistics_scope& scope) noexcept {
-  return scope.sequential ? sum_abs_diff<S, true>(a, b, scope) : sum_abs_diff<S, false>(a, b, scope);
+/// Σ|a − b| over the scope's sampled elements (a the tensor, b a cached vector).
+template <class E, class B>
+double sum_abs_diff(const E* a, const B* b, const statistics_scope& scope) noexcept {
+  return scope.sequential ? sum_abs_diff<E, B, true>(a, b, scope) : sum_abs_diff<E, B, false>(a, b, scope);
 }
 
 struct commit_sums {
@@ -90,26 +94,27 @@ struct commit_sums {
   double output_norm = 0;    // Σ|v|
 };
 
-template <class S, bool Sequential>
-commit_sums commit(const S* x, const S* v, S* x_last, S* delta, S* v_last, std::size_t n, bool measure_change,
+template <class E, class B, bool Sequential>
+commit_sums commit(const E* x, const E* v, B* x_last, B* delta, B* v_last, std::size_t n, bool measure_change,
                    const statistics_scope& scope) noexcept {
+  using S = arithmetic<E>;
   using A = accumulator<S, Sequential>;
   A change = 0, moved = 0, norm = 0;
   sample_cursor sampled(scope.extent < n ? scope.extent : n, scope.sampling);
   for (std::size_t i = 0; i < n; ++i) {
-    const S xi = load(x, i), vi = load(v, i);
+    const S xi = value(x, i), vi = value(v, i);
     if (i == sampled.index()) {
       if (measure_change) {
-        change += static_cast<A>(std::abs(vi - load(v_last, i)));
-        moved += static_cast<A>(std::abs(xi - load(x_last, i)));
+        change += static_cast<A>(std::abs(vi - static_cast<S>(value(v_last, i))));
+        moved += static_cast<A>(std::abs(xi - static_cast<S>(value(x_last, i))));
       }
       if (!scope.norm_every_element) norm += static_cast<A>(std::abs(vi));
-      store(v_last, i, vi);
+      put(v_last, i, vi);
       sampled.advance();
     }
     if (scope.norm_every_element) norm += static_cast<A>(std::abs(vi));
-    store(x_last, i, xi);
-    store(delta, i, vi - xi);
+    put(x_last, i, xi);
+    put(delta, i, vi - xi);
   }
   return {static_cast<double>(change), static_cast<double>(moved), static_cast<double>(norm)};
 }
@@ -117,11 +122,11 @@ commit_sums commit(const S* x, const S* v, S* x_last, S* delta, S* v_last, std::
 /// The commit of a computed anchor step, one pass: the scope's sums (output
 /// change from the kept output and input change when measure_change, output
 /// norm always), then x_last = x, delta = v − x, and v_last = v at the sampled elements.
-template <class S>
-commit_sums commit(const S* x, const S* v, S* x_last, S* delta, S* v_last, std::size_t n, bool measure_change,
+template <class E, class B>
+commit_sums commit(const E* x, const E* v, B* x_last, B* delta, B* v_last, std::size_t n, bool measure_change,
                    const statistics_scope& scope) noexcept {
-  return scope.sequential ? commit<S, true>(x, v, x_last, delta, v_last, n, measure_change, scope)
-                          : commit<S, false>(x, v, x_last, delta, v_last, n, measure_change, scope);
+  return scope.sequential ? commit<E, B, true>(x, v, x_last, delta, v_last, n, measure_change, scope)
+                          : commit<E, B, false>(x, v, x_last, delta, v_last, n, measure_change, scope);
 }
 
 }  // namespace easycache::detail::scoped
