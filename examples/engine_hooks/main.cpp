@@ -99,6 +99,7 @@ inline bool sample(tensor* x, const std::vector<float>& sigmas, float guidance, 
 // The tensor type, f32 or f16 decided at run time: viewed as a host_view
 // (pointer, element count, dtype); easycache refuses a generation whose
 // dtype changes mid-way, and view() refuses what it cannot read.
+// [engine-traits]
 template <>
 struct easycache::tensor_traits<engine::tensor>
     : easycache::view_traits<engine::tensor, easycache::host_view> {
@@ -110,6 +111,7 @@ struct easycache::tensor_traits<engine::tensor>
             t.type == engine::f16 ? easycache::host_dtype::float16 : easycache::host_dtype::float32};
   }
 };
+// [engine-traits]
 // ----------------------------------------------------------- (end of it)
 
 namespace {
@@ -154,6 +156,7 @@ int main() {
   };
 
   // ---------------------------------------- the user's wiring of the cache
+  // [engine-hooks]
   easycache::hooks_options options;
   options.never_throw = true;  // a production loop: a misuse is reported and computed
   easycache::keyed_hooks<engine::tensor> hooks(easycache::config::wan21(steps), options);
@@ -163,6 +166,7 @@ int main() {
     hooks.after(c, *x, *out);
     return true;
   };
+  // [engine-hooks]
   // ------------------------------------------------------------ (end of it)
 
   std::printf("easycache engine_hooks: a ggml-like f32/f16 tensor, a denoise(x, out, step, sigma, condition) callback\n");

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 namespace easycache {
 
@@ -77,15 +78,15 @@ inline std::uint16_t to_bfloat16(float f) noexcept {
 /// Layout-compatible with uint16_t, ggml_fp16_t, at::Half and _Float16, so a
 /// host tensor of those is viewed as float16 elements.
 struct float16 {
-  std::uint16_t bits = 0;
+  std::uint16_t bits;  ///< uninitialized by default, as a float is: float16{} is +0
 
-  constexpr float16() noexcept = default;
+  float16() noexcept = default;
   /// f rounded to nearest even (Inf beyond ±65504, a NaN stays a NaN).
   explicit float16(float f) noexcept : bits(detail::half_bits::to_binary16(f)) {}
   /// Exact.
   explicit operator float() const noexcept { return detail::half_bits::from_binary16(bits); }
   static constexpr float16 from_bits(std::uint16_t b) noexcept {
-    float16 h;
+    float16 h{};
     h.bits = b;
     return h;
   }
@@ -94,20 +95,22 @@ struct float16 {
 /// bfloat16, as stored: the top 16 bits of a float (8 exponent, 7 mantissa bits).
 /// Layout-compatible with uint16_t, ggml_bf16_t and at::BFloat16.
 struct bfloat16 {
-  std::uint16_t bits = 0;
+  std::uint16_t bits;  ///< uninitialized by default, as a float is: bfloat16{} is +0
 
-  constexpr bfloat16() noexcept = default;
+  bfloat16() noexcept = default;
   /// f rounded to nearest even (a NaN stays a NaN).
   explicit bfloat16(float f) noexcept : bits(detail::half_bits::to_bfloat16(f)) {}
   /// Exact.
   explicit operator float() const noexcept { return detail::half_bits::from_bfloat16(bits); }
   static constexpr bfloat16 from_bits(std::uint16_t b) noexcept {
-    bfloat16 h;
+    bfloat16 h{};
     h.bits = b;
     return h;
   }
 };
 
 static_assert(sizeof(float16) == 2 && sizeof(bfloat16) == 2, "easycache: 16-bit element types must be two bytes");
+static_assert(std::is_trivial_v<float16> && std::is_trivial_v<bfloat16>,
+              "easycache: 16-bit element types are trivial, as float is (memcpy, arrays of them uninitialized)");
 
 }  // namespace easycache

@@ -9,7 +9,9 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -21,6 +23,7 @@
 #include <c10/util/Optional.h>
 #include <easycache/easycache.hpp>
 #include <easycache/backends/torch.hpp>
+#include <easycache/backends/host_buffer.hpp>
 
 // After ATen: c10's logging header defines a glog-style CHECK (fatal on
 // failure, silent on success) that would otherwise replace Catch's.
@@ -54,6 +57,67 @@ struct torch_backend {
     return std::vector<double>(host.data_ptr<double>(), host.data_ptr<double>() + host.numel());
   }
   void write(const std::vector<double>& v, at::Tensor& out) const { out.copy_(make(v)); }
+};
+
+bool fused_on_this_device() {
+#if defined(EASYCACHE_TORCH_ATEN_ONLY)
+  return false;
+#else
+  return device == at::kCPU;
+#endif
+}
+
+}  // namespace
+
+// 16-bit host tensors that keep their cached vectors in 16 bits, as CPU at::Tensor does.
+struct half_tensor {
+  easycache::float16* data;
+  std::size_t size;
+};
+struct bfloat16_tensor {
+  easycache::bfloat16* data;
+  std::size_t size;
+};
+template <>
+struct easycache::tensor_traits<half_tensor>
+    : easycache::host_tensor_traits<half_tensor, easycache::float16, easycache::float16> {
+  static easycache::float16* data(const half_tensor& t) noexcept { return t.data; }
+  static std::size_t size(const half_tensor& t) noexcept { return t.size; }
+};
+template <>
+struct easycache::tensor_traits<bfloat16_tensor>
+    : easycache::host_tensor_traits<bfloat16_tensor, easycache::bfloat16, easycache::bfloat16> {
+  static easycache::bfloat16* data(const bfloat16_tensor& t) noexcept { return t.data; }
+  static std::size_t size(const bfloat16_tensor& t) noexcept { return t.size; }
+};
+
+namespace {
+
+// The script's values rounded to Element as ATen rounds them (through c10's conversion).
+template <class Element, class Tensor>
+struct sixteen_bit_backend {
+  std::deque<std::vector<Element>> memory;
+  using aten = std::conditional_t<std::is_same_v<Element, easycache::float16>, at::Half, at::BFloat16>;
+
+  static Element rounded(double v) {
+    const aten a = static_cast<aten>(static_cast<float>(v));  // double to float to 16 bits, as c10 converts
+    Element e;
+    std::memcpy(&e, &a, 2);
+    return e;
+  }
+  Tensor make(const std::vector<double>& v) {
+    memory.emplace_back(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i) memory.back()[i] = rounded(v[i]);
+    return {memory.back().data(), v.size()};
+  }
+  std::vector<double> values(const Tensor& t) const {
+    std::vector<double> v(t.size);
+    for (std::size_t i = 0; i < t.size; ++i) v[i] = static_cast<double>(static_cast<float>(t.data[i]));
+    return v;
+  }
+  void write(const std::vector<double>& v, Tensor& out) const {
+    for (std::size_t i = 0; i < v.size(); ++i) out.data[i] = rounded(v[i]);
+  }
 };
 
 script::result run_torch(at::ScalarType dtype, const easycache::config& cfg) {
@@ -124,10 +188,33 @@ TEST_CASE("float16 and bfloat16 tensors take Eigen's decisions where no decision
     const script::result half = run_torch(at::kHalf, cfg);
     script::compare(half, reference, cfg.branches, 2e-2);
     script::compare(run_torch(at::kBFloat16, cfg), reference, cfg.branches, 5e-2);
-    // The ATen path does not measure the realized error: NaN, never a wrong number.
-    for (const auto& r : half.trace) CHECK(std::isnan(r.realized_error));
+    // CPU tensors take the fused passes, which measure the realized error; the
+    // ATen path (CUDA) does not: NaN, never a wrong number.
+    std::size_t measured = 0;
+    for (const auto& r : half.trace) measured += !std::isnan(r.realized_error);
+    if (fused_on_this_device())
+      CHECK(measured > 0);
+    else
+      CHECK(measured == 0);
   }
 }
+
+#if !defined(EASYCACHE_TORCH_ATEN_ONLY)
+TEST_CASE("CPU float16 and bfloat16 tensors take the fused host passes: a 16-bit host tensor's results bit for bit",
+          "[torch][fused]") {
+  if (device != at::kCPU) return;
+  for (const easycache::config& cfg : script::configurations(0.3)) {
+    INFO(script::describe(cfg));
+    sixteen_bit_backend<easycache::float16, half_tensor> half;
+    sixteen_bit_backend<easycache::bfloat16, bfloat16_tensor> bf16;
+    const script::result want_half = script::run<half_tensor>(half, cfg, script::size);
+    const script::result want_bf16 = script::run<bfloat16_tensor>(bf16, cfg, script::size);
+    REQUIRE(want_half.stats.skips > 0);
+    script::compare(run_torch(at::kHalf, cfg), want_half, cfg.branches, 0.0);
+    script::compare(run_torch(at::kBFloat16, cfg), want_bf16, cfg.branches, 0.0);
+  }
+}
+#endif
 
 TEST_CASE("the linear predictor's skipped outputs are Eigen's on every dtype", "[torch][predictor]") {
   // configurations() includes the predictor; this case also checks that the

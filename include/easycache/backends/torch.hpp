@@ -4,11 +4,12 @@
 // LibTorch backend: at::Tensor (and so torch::Tensor) on the CPU or a CUDA
 // device, float32, float64, float16 or bfloat16, any shape, contiguous.
 //
-// Two paths. CPU float32 and float64 tensors go through the same fused host
-// passes as Eigen and host buffers (detail/host_kernels.hpp: SIMD, one pass
-// per step over each tensor, sums in double, no ATen operation and no
-// allocation after step 0). The rest (CUDA tensors, float16 and bfloat16)
-// goes through ATen, as follows.
+// Two paths. CPU tensors go through the same fused host passes as Eigen and
+// host buffers (detail/host_kernels.hpp: SIMD, one pass per step over each
+// tensor, sums in double, no ATen operation and no allocation after step 0;
+// float16 and bfloat16 converted to float inside each pass, the cached
+// vectors in the tensor's dtype, detail/mixed_kernels.hpp). CUDA tensors go
+// through ATen, as follows.
 //
 // Every operation is an ATen `*_out` or in-place operation into tensors that the
 // controller allocates once per generation (when the element count, dtype or
@@ -41,8 +42,10 @@
 
 #include "../error.hpp"
 #include "../tensor_traits.hpp"
+#include "../half.hpp"
 #include "../detail/format.hpp"
 #include "../detail/host_kernels.hpp"
+#include "../detail/mixed_kernels.hpp"
 
 namespace easycache {
 
@@ -100,7 +103,7 @@ struct allocate_guard {
   at::NoGradGuard no_grad;
 };
 
-/// CPU float32 and float64 tensors take the fused host passes (the tensors
+/// CPU tensors take the fused host passes (the tensors
 /// are contiguous: check() refuses the others). Defining
 /// EASYCACHE_TORCH_ATEN_ONLY before including this header sends them through
 /// ATen too (to compare the two paths: bench/overhead_torch.cpp).
@@ -108,17 +111,20 @@ inline bool fused([[maybe_unused]] const at::Tensor& t) noexcept {
 #if defined(EASYCACHE_TORCH_ATEN_ONLY)
   return false;
 #else
-  return t.is_cpu() && (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble);
+  return t.is_cpu() && (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble ||
+                        t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16);
 #endif
 }
 
-// Calls f(S{}) with the element type of a fused tensor.
+// Calls f(S{}) with the element type of a fused tensor (at::Half and
+// at::BFloat16 are layout-compatible with easycache's float16 and bfloat16).
 template <class F>
 void with_host_scalar(const at::Tensor& t, F&& f) {
-  if (t.scalar_type() == at::kFloat) {
-    f(float{});
-  } else {
-    f(double{});
+  switch (t.scalar_type()) {
+    case at::kFloat: f(float{}); return;
+    case at::kHalf: f(float16{}); return;
+    case at::kBFloat16: f(bfloat16{}); return;
+    default: f(double{}); return;
   }
 }
 
@@ -252,7 +258,7 @@ struct tensor_traits<at::Tensor> {
       with_host_scalar(x, [&](auto s) {
         using S = decltype(s);
         ws.host_sums[static_cast<std::size_t>(slot)] =
-            detail::host::sum_abs_diff<S>(elements<S>(x), elements<S>(ref.values), count(x), sampling);
+            detail::host::mixed::sum_abs_diff(elements<S>(x), elements<S>(ref.values), count(x), sampling);
       });
       return;
     }
@@ -271,7 +277,7 @@ struct tensor_traits<at::Tensor> {
     if (fused(x)) {
       with_host_scalar(x, [&](auto s) {
         using S = decltype(s);
-        detail::host::add<S>(elements<S>(x), elements<S>(delta.values), elements<S>(out),
+        detail::host::mixed::add(elements<S>(x), elements<S>(delta.values), elements<S>(out),
                              elements_or_null<S>(input_copy), count(x));
       });
       return;
@@ -295,7 +301,7 @@ struct tensor_traits<at::Tensor> {
     if (fused(x)) {
       with_host_scalar(x, [&](auto s) {
         using S = decltype(s);
-        detail::host::add_extrapolated<S>(elements<S>(x), elements<S>(delta.values), elements<S>(delta_prev.values),
+        detail::host::mixed::add_extrapolated(elements<S>(x), elements<S>(delta.values), elements<S>(delta_prev.values),
                                           weight, elements<S>(out), elements_or_null<S>(input_copy), count(x));
       });
       return;
@@ -336,7 +342,7 @@ struct tensor_traits<at::Tensor> {
     if (fused(x)) {
       with_host_scalar(x, [&](auto s) {
         using S = decltype(s);
-        detail::host::add_buffers<S>(elements<S>(x_saved.values), elements<S>(delta.values), elements<S>(x),
+        detail::host::mixed::add_buffers(elements<S>(x_saved.values), elements<S>(delta.values), elements<S>(x),
                                      elements<S>(out), elements_or_null<S>(input_copy), count(x));
       });
       return;
@@ -368,9 +374,9 @@ struct tensor_traits<at::Tensor> {
     to.values.copy_(from.values);
   }
 
-  /// commit() that, for CPU float/double tensors (the fused host passes), also
+  /// commit() that, for CPU tensors (the fused host passes), also
   /// measures what a skip would have returned (step_record::realized_error);
-  /// elsewhere (CUDA, 16-bit) the linear predictor's copy, commit(), and no measurement.
+  /// on CUDA the linear predictor's copy, commit(), and no measurement.
   static void commit_predicting(workspace_type& ws, const at::Tensor& x, const at::Tensor& v, buffer_type& x_last,
                                 buffer_type& delta, bool measure_change, const statistics_sampling& sampling,
                                 const commit_prediction<buffer_type>& prediction) {
@@ -378,14 +384,12 @@ struct tensor_traits<at::Tensor> {
       detail::torch::with_host_scalar(x, [&](auto s) {
         using S = decltype(s);
         using detail::torch::elements;
-        using kind = detail::host::prediction_kind;
-        detail::host::prediction_args<S> args;
-        args.kind = !prediction.delta_prev ? kind::constant : prediction.extrapolate ? kind::linear : kind::linear_constant;
-        args.delta_prev = prediction.delta_prev ? elements<S>(prediction.delta_prev->values) : nullptr;
-        args.weight = static_cast<S>(prediction.weight);
-        const auto sums = detail::host::commit<S>(elements<S>(x), elements<S>(v), elements<S>(x_last.values),
-                                                  elements<S>(delta.values), detail::torch::count(x), measure_change,
-                                                  sampling, args);
+        const auto sums = detail::host::mixed::commit(
+            elements<S>(x), elements<S>(v), elements<S>(x_last.values), elements<S>(delta.values),
+            detail::torch::count(x), measure_change, sampling,
+            detail::host::mixed::prediction_for(prediction.delta_prev ? elements<S>(prediction.delta_prev->values)
+                                                                      : nullptr,
+                                                prediction.extrapolate, prediction.weight));
         ws.host_sums[static_cast<std::size_t>(statistic_slot::output_change)] = sums.output_change;
         ws.host_sums[static_cast<std::size_t>(statistic_slot::input_change_since_compute)] = sums.input_change;
         ws.host_sums[static_cast<std::size_t>(statistic_slot::output_norm)] = sums.output_norm;
@@ -409,7 +413,7 @@ struct tensor_traits<at::Tensor> {
       detail::torch::with_host_scalar(x, [&](auto s) {
         using S = decltype(s);
         using detail::torch::elements;
-        const auto sums = detail::host::commit<S>(elements<S>(x), elements<S>(v), elements<S>(x_last.values),
+        const auto sums = detail::host::mixed::commit(elements<S>(x), elements<S>(v), elements<S>(x_last.values),
                                                   elements<S>(delta.values), detail::torch::count(x), measure_change,
                                                   sampling);
         ws.host_sums[static_cast<std::size_t>(statistic_slot::output_change)] = sums.output_change;
@@ -453,7 +457,7 @@ struct tensor_traits<at::Tensor> {
     if (fused(x)) {
       with_host_scalar(x, [&](auto s) {
         using S = decltype(s);
-        detail::host::subtract<S>(elements<S>(v), elements<S>(x), elements<S>(delta.values), count(x));
+        detail::host::mixed::subtract(elements<S>(v), elements<S>(x), elements<S>(delta.values), count(x));
       });
       return;
     }
