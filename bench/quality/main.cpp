@@ -34,6 +34,7 @@
 #include <easycache/backends/eigen.hpp>
 #include <easycache/backends/host_buffer.hpp>
 
+#include "format.hpp"
 #include "../../examples/dit/dit.hpp"
 #include "../../examples/dit/metrics.hpp"
 #include "../../examples/dit/sampler.hpp"
@@ -105,12 +106,7 @@ struct method_summary {
   double calls = 0, seconds = 0;
 };
 
-std::string format(double value, const char* spec) {
-  if (std::isinf(value)) return "∞";
-  char buffer[64];
-  std::snprintf(buffer, sizeof buffer, spec, value);
-  return buffer;
-}
+using bench::format;
 
 // `text` padded with spaces to `width` characters (UTF-8 aware: τ and ∞ are one each).
 std::string padded(const std::string& text, std::size_t width, bool right = false) {

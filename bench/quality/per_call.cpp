@@ -45,6 +45,7 @@
 #include <easycache/easycache.hpp>
 #include <easycache/backends/eigen.hpp>
 
+#include "format.hpp"
 #include "../../examples/dit/dit.hpp"
 #include "../../examples/dit/metrics.hpp"
 #include "../../examples/dit/sampler.hpp"
@@ -118,12 +119,7 @@ struct method {
   double calls = 0;
 };
 
-std::string format(double value, const char* spec) {
-  if (std::isinf(value)) return "∞";
-  char buffer[64];
-  std::snprintf(buffer, sizeof buffer, spec, value);
-  return buffer;
-}
+using bench::format;
 
 int run_bench(int argc, char** argv) {
   std::string model_path = EASYCACHE_MODEL_PATH, out_dir = "bench/results";

@@ -49,13 +49,14 @@ struct sampler_settings {
   float guidance = 5.0;  ///< v = v_uncond + guidance · (v_cond − v_uncond)
 };
 
+/// Flow matching's time shift of a sigma s in [0, 1]: shift·s / (1 + (shift − 1)·s).
+inline double shift_sigma(double s, double shift) { return shift * s / (1 + (shift - 1) * s); }
+
 /// steps + 1 sigmas from 1 down to 0, shifted (Wan2.1's flow-matching schedule).
 inline std::vector<double> shifted_sigmas(std::size_t steps, double shift) {
   std::vector<double> sigmas(steps + 1);
-  for (std::size_t i = 0; i <= steps; ++i) {
-    const double s = 1.0 - static_cast<double>(i) / static_cast<double>(steps);
-    sigmas[i] = shift * s / (1 + (shift - 1) * s);
-  }
+  for (std::size_t i = 0; i <= steps; ++i)
+    sigmas[i] = shift_sigma(1.0 - static_cast<double>(i) / static_cast<double>(steps), shift);
   return sigmas;
 }
 
@@ -65,8 +66,7 @@ inline std::vector<double> shifted_sigmas(std::size_t steps, double shift) {
 inline std::vector<double> wan_sigmas(std::size_t steps, double shift) {
   std::vector<double> sigmas(steps + 1, 0.0);
   for (std::size_t i = 0; i < steps; ++i) {
-    const double s = 0.999 * (1.0 - static_cast<double>(i) / static_cast<double>(steps));
-    sigmas[i] = shift * s / (1 + (shift - 1) * s);
+    sigmas[i] = shift_sigma(0.999 * (1.0 - static_cast<double>(i) / static_cast<double>(steps)), shift);
   }
   return sigmas;
 }
