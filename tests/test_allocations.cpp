@@ -113,6 +113,37 @@ TEST_CASE("host buffers: no allocation after the first step", "[allocations]") {
   CHECK(cache.stats().skips > 0);
 }
 
+TEST_CASE("16-bit host buffers and host_view: no allocation after the first step", "[allocations][half]") {
+  using easycache::float16;
+  easycache::config cfg = easycache::config::hunyuan_video(30);
+  cfg.predictor = easycache::skip_predictor::linear_in_timestep;  // the commit that also moves Δ_prev
+  easycache::controller<easycache::host_buffer<float16>> buffers(cfg);
+  easycache::controller<easycache::host_view> views(cfg);
+  std::vector<float16> x(3000, float16(0.5f)), out(x.size());  // six tiles, the last one partial
+  easycache::host_buffer<float16> xb{x.data(), x.size()}, ob{out.data(), out.size()};
+  easycache::host_view xv(x.data(), x.size()), ov(out.data(), out.size());
+  auto denoise = [](const float16* in, float16* o, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) o[i] = float16(0.9f * static_cast<float>(in[i]) + 0.01f);
+  };
+  const std::size_t counted = allocations_after_first_step([&](auto&& at) {
+    for (std::size_t t = 0; t < 30; ++t) {
+      at(t, [&] {
+        buffers.step(xb, ob, {t}, [&](const easycache::host_buffer<float16>& in, easycache::host_buffer<float16>& o) {
+          denoise(in.data, o.data, in.size);
+        });
+        views.step(xv, ov, {t}, [&](const easycache::host_view& in, easycache::host_view& o) {
+          denoise(static_cast<const float16*>(in.data), static_cast<float16*>(o.data), in.size);
+        });
+        for (std::size_t i = 0; i < x.size(); ++i)
+          x[i] = float16(static_cast<float>(x[i]) + 0.03f * (static_cast<float>(out[i]) - static_cast<float>(x[i])));
+      });
+    }
+  });
+  CHECK(counted == 0);
+  CHECK(buffers.stats().skips > 0);
+  CHECK(views.stats().skips > 0);
+}
+
 namespace {
 
 // Two generations of a 30-step flow-matching loop on host buffers, through

@@ -94,8 +94,9 @@ inline bool uses_f16c() noexcept {
     if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return false;
     const unsigned needed = (1u << 27) | (1u << 28) | (1u << 29);
     if ((ecx & needed) != needed) return false;
-    unsigned xcr0 = 0, xcr0_high = 0;
-    __asm__ volatile("xgetbv" : "=a"(xcr0), "=d"(xcr0_high) : "c"(0));
+    unsigned low = 0, high = 0;
+    __asm__ volatile("xgetbv" : "=a"(low), "=d"(high) : "c"(0));
+    const unsigned long long xcr0 = (static_cast<unsigned long long>(high) << 32) | low;
     return (xcr0 & 6u) == 6u;
   }();
   return supported;
