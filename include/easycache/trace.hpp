@@ -41,9 +41,8 @@ struct step_record {
   /// sampled elements, p what the configured predictor would have returned —
   /// the realized counterpart of accumulated_error (which predicts it before the
   /// step). Measured in the commit pass, which reads v and the cached vectors
-  /// anyway; NaN where the backend does not measure it (CUDA tensors, 16-bit
-  /// at::Tensor, the peer variants' scoped statistics, traits without
-  /// commit_predicting).
+  /// anyway; NaN where the backend does not measure it (CUDA tensors, the
+  /// peer variants' scoped statistics, traits without commit_predicting).
   /// Under a statistics reduction it is this rank's own (decisions never read it).
   double realized_error = std::numeric_limits<double>::quiet_NaN();
   easycache::action action = easycache::action::compute;
