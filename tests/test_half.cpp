@@ -454,3 +454,106 @@ TEST_CASE("a skipped step on 16-bit tensors writes x + Δ rounded once", "[half]
   REQUIRE(cache.trace().back().action == easycache::action::skip);
   for (std::size_t i = 0; i < 8; ++i) CHECK(out[i].bits == float16(static_cast<float>(x[i]) + deltas[i]).bits);
 }
+
+namespace {
+
+// Memory of all three dtypes for one tensor of n elements, filled with the same values.
+struct any_dtype_tensor {
+  std::vector<float> f32;
+  std::vector<float16> f16;
+  std::vector<bfloat16> bf16;
+
+  explicit any_dtype_tensor(std::size_t n) : f32(n), f16(n), bf16(n) {}
+  host_view as(host_dtype t) {
+    switch (t) {
+      case host_dtype::float16: return host_view(f16.data(), f16.size());
+      case host_dtype::bfloat16: return host_view(bf16.data(), bf16.size());
+      case host_dtype::float32: break;
+    }
+    return host_view(f32.data(), f32.size());
+  }
+  void fill(std::size_t t, std::size_t steps) {
+    for (std::size_t i = 0; i < f32.size(); ++i) {
+      const float v = static_cast<float>(script::input(t, i, steps));
+      f32[i] = v;
+      f16[i] = float16(v);
+      bf16[i] = bfloat16(v);
+    }
+  }
+};
+
+void denoise_view(const host_view& x, host_view& out) {
+  easycache::detail::with_elements(x, [&](auto* in) {
+    easycache::detail::with_elements(out, [&](auto* o) {
+      for (std::size_t i = 0; i < x.size; ++i)
+        easycache::detail::half_convert::put(
+            o, i, static_cast<float>(script::denoise(double(easycache::detail::half_convert::value(in, i)), 0)));
+    });
+  });
+}
+
+}  // namespace
+
+TEST_CASE("host_view under random dtype changes: each refused, the run otherwise the undisturbed run's",
+          "[half][host_view]") {
+  // Six generations, each of a random dtype; at random steps the caller first
+  // passes an input of another dtype (refused, the controller unchanged) or,
+  // in the second controller, an output of another dtype (refused: that step
+  // fails, as a failing denoiser would, and the loop goes on).
+  const std::size_t steps = 12, n = 700;
+  easycache::config cfg = script::configurations(0.3).front();
+  cfg.steps = steps;
+  cfg.branches = 1;
+  const host_dtype dtypes[] = {host_dtype::float32, host_dtype::float16, host_dtype::bfloat16};
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> pick(0, 2), percent(0, 99);
+  easycache::controller<host_view> disturbed(cfg), undisturbed(cfg), failing(cfg);
+  any_dtype_tensor x(n), out(n), out_reference(n), out_failing(n);
+  std::size_t input_refusals = 0, output_refusals = 0, computed_after_failure = 0;
+  bool previous_failed = false;
+  for (int generation = 0; generation < 6; ++generation) {
+    const host_dtype dtype = dtypes[pick(rng)];
+    INFO("generation " << generation << ", " << easycache::to_string(dtype));
+    for (std::size_t t = 0; t < steps; ++t) {
+      x.fill(t, steps);
+      const easycache::step_info info{t, 1.0 - double(t) / double(steps)};
+      host_view xv = x.as(dtype), ov = out.as(dtype), rv = out_reference.as(dtype), fv = out_failing.as(dtype);
+      const host_dtype other = dtypes[(static_cast<int>(dtype) + 1 + pick(rng) % 2) % 3];
+      if (t > 0 && percent(rng) < 20) {
+        host_view wrong = x.as(other), wrong_out = out.as(other);
+        CHECK_THROWS_WITH(disturbed.step(wrong, wrong_out, info, denoise_view), Contains("changed within a generation"));
+        ++input_refusals;
+      }
+      disturbed.step(xv, ov, info, denoise_view);
+      undisturbed.step(xv, rv, info, denoise_view);
+      if (t > 0 && percent(rng) < 15) {
+        host_view wrong_out = out_failing.as(other);
+        CHECK_THROWS_AS(failing.step(xv, wrong_out, info, denoise_view), easycache::error);
+        previous_failed = true;
+        ++output_refusals;
+      } else {
+        failing.step(xv, fv, info, denoise_view);
+        // The step after a failed one is computed, nothing older reused.
+        if (previous_failed && t > 0) {
+          CHECK(failing.trace().back().action == easycache::action::compute);
+          ++computed_after_failure;
+        }
+        previous_failed = false;
+        bool finite = true;
+        easycache::detail::with_elements(fv, [&](auto* o) {
+          for (std::size_t i = 0; i < n; ++i) finite = finite && std::isfinite(easycache::detail::half_convert::value(o, i));
+        });
+        CHECK(finite);
+      }
+      // The refused inputs changed nothing: the same outputs, bit for bit.
+      REQUIRE(std::memcmp(ov.data, rv.data, n * easycache::element_size(dtype)) == 0);
+    }
+    previous_failed = false;  // a new generation starts afresh
+  }
+  CHECK(input_refusals > 5);
+  CHECK(output_refusals > 5);
+  CHECK(computed_after_failure > 0);
+  CHECK(disturbed.stats().skips == undisturbed.stats().skips);
+  CHECK(disturbed.stats().skips > 0);
+  CHECK(failing.stats().skips > 0);
+}
