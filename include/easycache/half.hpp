@@ -38,7 +38,8 @@ inline float from_binary16(std::uint16_t h) noexcept {
   const std::uint32_t magnitude = h & 0x7fffu;
   // Normal: rebias the exponent (127 − 15 = 112). Inf and NaN: all-ones exponent, the mantissa kept.
   const std::uint32_t normal = (magnitude + (112u << 10)) << 13;
-  const std::uint32_t special = 0x7f800000u | ((magnitude & 0x03ffu) << 13);
+  const std::uint32_t mantissa = magnitude & 0x03ffu;
+  const std::uint32_t special = 0x7f800000u | (mantissa << 13) | (mask(mantissa != 0) & 0x00400000u);  // NaN: quiet
   // Subnormal (and zero): mantissa · 2^-24, exact in float and itself a normal float.
   const std::uint32_t subnormal = bits_of(static_cast<float>(magnitude) * 5.9604644775390625e-8f);
   const std::uint32_t is_subnormal = mask(magnitude < 0x0400u), is_special = mask(magnitude >= 0x7c00u);
@@ -81,7 +82,7 @@ struct float16 {
   std::uint16_t bits;  ///< uninitialized by default, as a float is: float16{} is +0
 
   float16() noexcept = default;
-  /// f rounded to nearest even (Inf beyond ±65504, a NaN stays a NaN).
+  /// f rounded to nearest even (±Inf from ±65520 on, a NaN stays a NaN).
   explicit float16(float f) noexcept : bits(detail::half_bits::to_binary16(f)) {}
   /// Exact.
   explicit operator float() const noexcept { return detail::half_bits::from_binary16(bits); }

@@ -5,7 +5,9 @@
 // it has them (one vcvtph2ps / vcvtps2ph per 8 elements; checked once at run
 // time unless the compiler already targets F16C), a portable scalar
 // conversion otherwise; bfloat16 is a shift (and a rounding) that compilers
-// vectorize. Both give the same bits: round to nearest even, NaN kept.
+// vectorize. Both give the same bits: round to nearest even, a NaN kept (and
+// quieted, as F16C does), provided the default rounding mode (the portable
+// path rounds binary16 subnormals through a float addition).
 #pragma once
 
 #include <cstddef>
@@ -16,17 +18,18 @@
 #include "../half.hpp"
 
 /// Define EASYCACHE_DISABLE_F16C to take the portable conversions everywhere
-/// (bench/overhead_half.sh compares the two).
+/// (bench/overhead_half.sh compares the two); like the other configuration
+/// macros it must be the same in every translation unit of a program. On
+/// g++ and clang the F16C path is always chosen at run time, whatever the
+/// compiler flags, so that translation units built with and without -mf16c
+/// hold the same inline functions (an -mf16c unit must not make the others
+/// skip the check on a CPU without F16C).
 #if defined(EASYCACHE_DISABLE_F16C)
 #elif (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
 #include <immintrin.h>
-#if defined(__F16C__) && defined(__AVX__)
-#define EASYCACHE_DETAIL_F16C 2  // always: the compiler targets F16C
-#else
 #define EASYCACHE_DETAIL_F16C 1  // where the CPU has it, checked at run time
 #define EASYCACHE_DETAIL_F16C_TARGET __attribute__((target("avx,f16c")))
-#endif
 #elif defined(_MSC_VER) && defined(__AVX2__)
 #include <immintrin.h>
 #define EASYCACHE_DETAIL_F16C 2  // /arch:AVX2 implies F16C

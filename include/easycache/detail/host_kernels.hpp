@@ -93,9 +93,10 @@ inline void put(float* p, simd::f32x4 a) noexcept {
   }
 }
 
-// Σ|a_i − b_i| over [begin, end): 8 lanes in two vectors, in float over blocks.
-inline double sum_abs_diff(const float* a, const float* b, std::size_t begin, std::size_t end) noexcept {
-  double total = 0;
+// total + Σ|a_i − b_i| over [begin, end): 8 lanes in two vectors, in float
+// over blocks, each block's lanes added to the running total in double.
+inline double sum_abs_diff(const float* a, const float* b, std::size_t begin, std::size_t end,
+                           double total = 0) noexcept {
   std::size_t i = begin;
   while (i + lanes <= end) {
     simd::f32x4 low = simd::zero(), high = simd::zero();
@@ -429,6 +430,40 @@ void commit_lanes(const double* x, const double* v, double* x_last, double* delt
   }
 }
 
+// The unsampled float commit over [0, n), its sums added to `sums` (block by
+// block, as one call over the whole tensor would add them), with streaming
+// stores where `stream`. The 16-bit passes call it tile by tile.
+inline void commit_unsampled(const float* x, const float* v, float* x_last, float* delta, std::size_t n,
+                             bool measure_change, const prediction_args<float>& prediction, commit_sums& sums,
+                             bool stream) noexcept {
+  const prediction_kind kind = measure_change ? prediction.kind : prediction_kind::none;
+  auto run = [&](auto stream_tag, auto measure_tag, auto prediction_tag) {
+    vec::commit<decltype(stream_tag)::value, decltype(measure_tag)::value, decltype(prediction_tag)::value>(
+        x, v, x_last, delta, n, sums.output_change, sums.input_change, sums.output_norm, prediction.delta_prev,
+        prediction.weight, &sums.skip_error);
+  };
+  using yes = std::true_type;
+  using no = std::false_type;
+  using none = std::integral_constant<prediction_kind, prediction_kind::none>;
+  using constant = std::integral_constant<prediction_kind, prediction_kind::constant>;
+  using linear_constant = std::integral_constant<prediction_kind, prediction_kind::linear_constant>;
+  using linear = std::integral_constant<prediction_kind, prediction_kind::linear>;
+  auto with_stream = [&](auto stream_tag) {
+    if (!measure_change) return run(stream_tag, no{}, none{});
+    switch (kind) {
+      case prediction_kind::none: return run(stream_tag, yes{}, none{});
+      case prediction_kind::constant: return run(stream_tag, yes{}, constant{});
+      case prediction_kind::linear_constant: return run(stream_tag, yes{}, linear_constant{});
+      case prediction_kind::linear: return run(stream_tag, yes{}, linear{});
+    }
+  };
+  if (stream) {
+    with_stream(yes{});
+  } else {
+    with_stream(no{});
+  }
+}
+
 /// The commit of a computed anchor step, one pass: the sums (output change and
 /// input change since the last compute when measure_change; output norm
 /// always), then x_last = x and delta = v − x. With a prediction and
@@ -441,32 +476,8 @@ commit_sums commit(const S* x, const S* v, S* x_last, S* delta, std::size_t n, b
   const prediction_kind kind = measure_change ? prediction.kind : prediction_kind::none;
   if (sampling.stride <= 1) {
     if constexpr (std::is_same_v<S, float>) {
-      const bool stream = simd::use_streaming_stores(n, x_last, delta);
-      auto run = [&](auto stream_tag, auto measure_tag, auto prediction_tag) {
-        vec::commit<decltype(stream_tag)::value, decltype(measure_tag)::value, decltype(prediction_tag)::value>(
-            x, v, x_last, delta, n, sums.output_change, sums.input_change, sums.output_norm, prediction.delta_prev,
-            prediction.weight, &sums.skip_error);
-      };
-      using yes = std::true_type;
-      using no = std::false_type;
-      using none = std::integral_constant<prediction_kind, prediction_kind::none>;
-      using constant = std::integral_constant<prediction_kind, prediction_kind::constant>;
-      using linear_constant = std::integral_constant<prediction_kind, prediction_kind::linear_constant>;
-      using linear = std::integral_constant<prediction_kind, prediction_kind::linear>;
-      auto with_stream = [&](auto stream_tag) {
-        if (!measure_change) return run(stream_tag, no{}, none{});
-        switch (kind) {
-          case prediction_kind::none: return run(stream_tag, yes{}, none{});
-          case prediction_kind::constant: return run(stream_tag, yes{}, constant{});
-          case prediction_kind::linear_constant: return run(stream_tag, yes{}, linear_constant{});
-          case prediction_kind::linear: return run(stream_tag, yes{}, linear{});
-        }
-      };
-      if (stream) {
-        with_stream(yes{});
-      } else {
-        with_stream(no{});
-      }
+      commit_unsampled(x, v, x_last, delta, n, measure_change, prediction, sums,
+                       simd::use_streaming_stores(n, x_last, delta));
       return sums;
     } else {
       if (!measure_change) {

@@ -3,11 +3,13 @@
 // The host passes for tensors of element type E with the controller's cached
 // vectors of element type B: E = B = float or double go straight to
 // host_kernels.hpp; a 16-bit E (float16, bfloat16), with B float or E, is
-// processed in tiles of a few KiB: each tile of every 16-bit operand is
-// converted to float on the stack, the float pass of host_kernels.hpp runs on
-// it, and the tiles it wrote are converted back. Each byte of memory is still
-// read once and written once per pass (the tiles stay in L1), and every sum
-// is the float pass's, in float over the tile and in double across tiles.
+// processed in tiles of the float passes' block (1024 elements): each tile of
+// every 16-bit operand is converted to float on the stack, the float pass of
+// host_kernels.hpp runs on it, and the tiles it wrote are converted back. Each
+// byte of memory is still read once and written once per pass (the tiles stay
+// in L1), and every sum is added in the float pass's order: the results are
+// the float pass's on the converted values, bit for bit. (No streaming stores
+// inside tiles.)
 #pragma once
 
 #include <cmath>
@@ -27,7 +29,9 @@ using half_convert::is_16bit;
 template <class E, class B>
 inline constexpr bool converts = is_16bit<E> || is_16bit<B>;
 
-inline constexpr std::size_t tile = 512;  // 2 KiB of floats per operand
+// A tile is the float passes' block, so that the tiles' sums are added in the
+// order of the float pass over the whole tensor: the same bits.
+inline constexpr std::size_t tile = block;  // 4 KiB of floats per operand
 
 // One operand's tile as floats: the memory itself for float, a staged
 // conversion otherwise. read() converts in, written() converts back out.
@@ -87,7 +91,7 @@ double sum_abs_diff(const E* a, const B* b, std::size_t n, const statistics_samp
       input_tile<E> ta(a, fast);
       input_tile<B> tb(b, fast);
       for_each_tile(n, [&](std::size_t begin, std::size_t count) {
-        total += vec::sum_abs_diff(ta.read(begin, count), tb.read(begin, count), 0, count);
+        total = vec::sum_abs_diff(ta.read(begin, count), tb.read(begin, count), 0, count, total);
       });
       return total;
     }
@@ -246,12 +250,8 @@ commit_sums commit(const E* x, const E* v, B* x_last, B* delta, std::size_t n, b
         }
         float* last = measure_change ? tl.read(begin, count) : tl.target(begin);
         float* d = measure_change ? td.read(begin, count) : td.target(begin);
-        const commit_sums part = host::commit<float>(tx.read(begin, count), tv.read(begin, count), last, d, count,
-                                                     measure_change, statistics_sampling{}, args);
-        sums.output_change += part.output_change;
-        sums.input_change += part.input_change;
-        sums.output_norm += part.output_norm;
-        sums.skip_error += part.skip_error;
+        commit_unsampled(tx.read(begin, count), tv.read(begin, count), last, d, count, measure_change, args, sums,
+                         false);
         tl.written(begin, count);
         td.written(begin, count);
         if (moves) tp.written(begin, count);

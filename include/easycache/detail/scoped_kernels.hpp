@@ -3,7 +3,8 @@
 // The host passes of the peer variants' statistics (statistics_scope): the
 // sampling pattern within the anchor's slice, the output norm over every
 // element or the sampled ones, and sums in a fixed element order, in double
-// or (sequential) in one accumulator of the element type, so that they are
+// or (sequential) in one accumulator of the element type (float for 16-bit
+// elements), so that they are
 // the peers' sums to the last bit. Scalar loops, one pass each; the default
 // statistics keep the vectorized passes of host_kernels.hpp.
 #pragma once
