@@ -62,7 +62,29 @@ class host_storage {
 struct host_workspace {
   double sums[statistic_slot_count] = {};
   double skip_error = 0;  // Σ|v − p| of the last commit_predicting
+
+  // A commit's three sums (host::commit_sums or scoped::commit_sums) into their slots.
+  template <class Sums>
+  void store_commit(const Sums& commit) noexcept {
+    sums[static_cast<std::size_t>(statistic_slot::output_change)] = commit.output_change;
+    sums[static_cast<std::size_t>(statistic_slot::input_change_since_compute)] = commit.input_change;
+    sums[static_cast<std::size_t>(statistic_slot::output_norm)] = commit.output_norm;
+  }
 };
+
+// commit_predicting of the host traits: the commit pass with the prediction's
+// error, NaN where there was nothing to compare with (no previous compute).
+template <class E, class B, class Buffer>
+void commit_predicting_into(host_workspace& workspace, const E* x, const E* v, B* x_last, B* delta, std::size_t n,
+                            bool measure_change, const statistics_sampling& sampling,
+                            const commit_prediction<Buffer>& prediction) {
+  const auto sums = host::mixed::commit(
+      x, v, x_last, delta, n, measure_change, sampling,
+      host::mixed::prediction_for(prediction.delta_prev ? prediction.delta_prev->data() : nullptr,
+                                  prediction.extrapolate, prediction.weight));
+  workspace.store_commit(sums);
+  workspace.skip_error = measure_change ? sums.skip_error : std::numeric_limits<double>::quiet_NaN();
+}
 
 template <class Scalar>
 inline constexpr bool is_host_scalar = std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double> ||
@@ -118,21 +140,16 @@ struct host_tensor_traits {
 
   static void commit(workspace_type& workspace, const Tensor& x, const Tensor& v, buffer_type& x_last,
                      buffer_type& delta, bool measure_change, const statistics_sampling& sampling) {
-    const auto sums = detail::host::mixed::commit(self::data(x), self::data(v), x_last.data(), delta.data(), self::size(x),
-                                      measure_change, sampling);
-    store_sums(workspace, sums);
+    workspace.store_commit(detail::host::mixed::commit(self::data(x), self::data(v), x_last.data(), delta.data(),
+                                                       self::size(x), measure_change, sampling));
   }
 
   /// commit() that also measures what a skip would have returned (step_record::realized_error).
   static void commit_predicting(workspace_type& workspace, const Tensor& x, const Tensor& v, buffer_type& x_last,
                                 buffer_type& delta, bool measure_change, const statistics_sampling& sampling,
                                 const commit_prediction<buffer_type>& prediction) {
-    const auto sums = detail::host::mixed::commit(
-        self::data(x), self::data(v), x_last.data(), delta.data(), self::size(x), measure_change, sampling,
-        detail::host::mixed::prediction_for(prediction.delta_prev ? prediction.delta_prev->data() : nullptr,
-                                prediction.extrapolate, prediction.weight));
-    store_sums(workspace, sums);
-    workspace.skip_error = measure_change ? sums.skip_error : std::numeric_limits<double>::quiet_NaN();
+    detail::commit_predicting_into(workspace, self::data(x), self::data(v), x_last.data(), delta.data(), self::size(x),
+                                   measure_change, sampling, prediction);
   }
 
   static double skip_error(const workspace_type& workspace) noexcept { return workspace.skip_error; }
@@ -152,9 +169,7 @@ struct host_tensor_traits {
                             const statistics_scope& scope) {
     const auto sums = detail::scoped::commit(self::data(x), self::data(v), x_last.data(), delta.data(), v_last.data(),
                                              self::size(x), measure_change, scope);
-    workspace.sums[static_cast<std::size_t>(statistic_slot::output_change)] = sums.output_change;
-    workspace.sums[static_cast<std::size_t>(statistic_slot::input_change_since_compute)] = sums.input_change;
-    workspace.sums[static_cast<std::size_t>(statistic_slot::output_norm)] = sums.output_norm;
+    workspace.store_commit(sums);
   }
 
   static void apply_delta_extrapolated(const Tensor& x, const buffer_type& delta, const buffer_type& delta_prev,
@@ -196,12 +211,6 @@ struct host_tensor_traits {
 
  private:
   using self = tensor_traits<Tensor>;
-
-  static void store_sums(workspace_type& workspace, const detail::host::commit_sums& sums) noexcept {
-    workspace.sums[static_cast<std::size_t>(statistic_slot::output_change)] = sums.output_change;
-    workspace.sums[static_cast<std::size_t>(statistic_slot::input_change_since_compute)] = sums.input_change;
-    workspace.sums[static_cast<std::size_t>(statistic_slot::output_norm)] = sums.output_norm;
-  }
 };
 
 /// Raw host buffers of float, double, float16 or bfloat16.
@@ -331,7 +340,7 @@ struct tensor_traits<host_view> {
                      buffer_type& delta, bool measure_change, const statistics_sampling& sampling) {
     same_dtype(x, v);
     detail::with_elements(x, [&](auto* xe) {
-      store_sums(workspace, detail::host::mixed::commit(xe, typed(v, xe), x_last.data(), delta.data(), x.size,
+      workspace.store_commit(detail::host::mixed::commit(xe, typed(v, xe), x_last.data(), delta.data(), x.size,
                                                         measure_change, sampling));
     });
   }
@@ -342,12 +351,8 @@ struct tensor_traits<host_view> {
                                 const statistics_sampling& sampling, const commit_prediction<buffer_type>& prediction) {
     same_dtype(x, v);
     detail::with_elements(x, [&](auto* xe) {
-      const auto sums = detail::host::mixed::commit(
-          xe, typed(v, xe), x_last.data(), delta.data(), x.size, measure_change, sampling,
-          detail::host::mixed::prediction_for(prediction.delta_prev ? prediction.delta_prev->data() : nullptr,
-                                              prediction.extrapolate, prediction.weight));
-      store_sums(workspace, sums);
-      workspace.skip_error = measure_change ? sums.skip_error : std::numeric_limits<double>::quiet_NaN();
+      detail::commit_predicting_into(workspace, xe, typed(v, xe), x_last.data(), delta.data(), x.size, measure_change,
+                                     sampling, prediction);
     });
   }
 
@@ -369,9 +374,7 @@ struct tensor_traits<host_view> {
     detail::with_elements(x, [&](auto* xe) {
       const auto sums = detail::scoped::commit(xe, typed(v, xe), x_last.data(), delta.data(), v_last.data(), x.size,
                                                measure_change, scope);
-      workspace.sums[static_cast<std::size_t>(statistic_slot::output_change)] = sums.output_change;
-      workspace.sums[static_cast<std::size_t>(statistic_slot::input_change_since_compute)] = sums.input_change;
-      workspace.sums[static_cast<std::size_t>(statistic_slot::output_norm)] = sums.output_norm;
+      workspace.store_commit(sums);
     });
   }
 
@@ -433,12 +436,6 @@ struct tensor_traits<host_view> {
     if (other.dtype != x.dtype)
       throw error(detail::message("host_view dtypes differ within a step: the input is ", to_string(x.dtype),
                                   ", the output ", to_string(other.dtype)));
-  }
-
-  static void store_sums(workspace_type& workspace, const detail::host::commit_sums& sums) noexcept {
-    workspace.sums[static_cast<std::size_t>(statistic_slot::output_change)] = sums.output_change;
-    workspace.sums[static_cast<std::size_t>(statistic_slot::input_change_since_compute)] = sums.input_change;
-    workspace.sums[static_cast<std::size_t>(statistic_slot::output_norm)] = sums.output_norm;
   }
 };
 
